@@ -1,0 +1,24 @@
+"""fundalloc: multi-lender funding allocation with whole-loan plans, LP bounds and shadow prices."""
+
+from .api import Day, load_day, plan
+from .engine import PlanOptions
+from .errors import FundallocError, InputError, SolverError, VerificationError
+from .plan import Plan, PlanStatus
+from .terms import Terms, load_terms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Day",
+    "FundallocError",
+    "InputError",
+    "Plan",
+    "PlanOptions",
+    "PlanStatus",
+    "SolverError",
+    "Terms",
+    "VerificationError",
+    "load_day",
+    "load_terms",
+    "plan",
+]

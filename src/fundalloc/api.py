@@ -1,0 +1,118 @@
+"""The library's front door: load a day from files or DataFrames, and plan it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from .engine import PlanOptions, solve_instance
+from .errors import InputError, Problem
+from .instance import Instance, compile_instance
+from .io import (read_exposures, read_originations, read_portfolio, validate_exposures,
+                 validate_originations, validate_portfolio)
+from .plan import Plan, build_plan
+from .terms import Terms, load_terms, terms_from_dict
+
+PathLike = str | Path
+
+
+@dataclass(frozen=True, eq=False)
+class Day:
+    """A validated day: the loans, the terms and the optional positions, compiled once."""
+
+    loans: pd.DataFrame
+    terms: Terms
+    portfolio: pd.DataFrame | None
+    exposures: pd.DataFrame | None
+    instance: Instance
+    timings: dict[str, float]
+
+
+def _terms(funders: Terms | dict | PathLike) -> tuple[Terms, str]:
+    if isinstance(funders, Terms):
+        return funders, "funders"
+    if isinstance(funders, dict):
+        return terms_from_dict(funders), "funders"
+    return load_terms(funders), str(funders)
+
+
+def load_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | PathLike,
+             portfolio: pd.DataFrame | PathLike | None = None,
+             exposures: pd.DataFrame | PathLike | None = None) -> Day:
+    """Read, validate and compile a day. Raises :class:`InputError` with every problem found."""
+    t0 = time.perf_counter()
+    problems: list[Problem] = []
+    terms = None
+    try:
+        terms, fsrc = _terms(funders)
+    except InputError as exc:
+        problems.extend(exc.problems)
+        fsrc = str(funders) if not isinstance(funders, (dict, Terms)) else "funders"
+    needed = terms.columns() if terms else None
+    numeric = {w.field for f in terms.funders for w in f.weighted_average} if terms else set()
+    loans = port = expo = None
+    osrc = str(originations) if not isinstance(originations, pd.DataFrame) else "originations"
+    try:
+        if isinstance(originations, pd.DataFrame):
+            loans = validate_originations(originations, osrc, numeric)
+        else:
+            loans = read_originations(originations, needed, numeric)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    psrc = str(portfolio) if portfolio is not None and not isinstance(portfolio, pd.DataFrame) else "portfolio"
+    xsrc = str(exposures) if exposures is not None and not isinstance(exposures, pd.DataFrame) else "exposures"
+    try:
+        if isinstance(portfolio, pd.DataFrame):
+            port = validate_portfolio(portfolio, psrc)
+        elif portfolio is not None:
+            port = read_portfolio(portfolio)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    try:
+        if isinstance(exposures, pd.DataFrame):
+            expo = validate_exposures(exposures, xsrc)
+        elif exposures is not None:
+            expo = read_exposures(exposures)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    if terms is not None:
+        ids = set(terms.route_ids)
+        for table, src in ((port, psrc), (expo, xsrc)):
+            if table is not None and len(table):
+                unknown = sorted(set(table["funder_id"].dropna().astype(str)) - ids)
+                if unknown:
+                    problems.append(Problem(src, "column 'funder_id'",
+                                            f"unknown funder ids {unknown[:10]}; expected one of the funders' ids"))
+    if problems:
+        raise InputError(problems)
+    t1 = time.perf_counter()
+    inst = compile_instance(loans, terms, port, expo,
+                            sources={"funders": fsrc, "originations": osrc, "portfolio": psrc, "exposures": xsrc})
+    t2 = time.perf_counter()
+    return Day(loans, terms, port, expo, inst, {"read_validate": t1 - t0, "compile": t2 - t1})
+
+
+def plan(day: Day | PathLike | pd.DataFrame, funders: Terms | dict | PathLike | None = None,
+         portfolio: pd.DataFrame | PathLike | None = None, exposures: pd.DataFrame | PathLike | None = None,
+         *, options: PlanOptions | None = None, progress: Callable[[str], None] | None = None,
+         **option_overrides: Any) -> Plan:
+    """Plan a day. Pass a :class:`Day`, or the originations and funders (files or objects)."""
+    if not isinstance(day, Day):
+        if funders is None:
+            raise InputError(Problem("funders", "", "plan() needs the funders' terms"))
+        day = load_day(day, funders, portfolio, exposures)
+    opts = options or PlanOptions()
+    if option_overrides:
+        opts = PlanOptions(**{**opts.__dict__, **option_overrides})
+    t0 = time.perf_counter()
+    solved = solve_instance(day.instance, opts, progress)
+    t1 = time.perf_counter()
+    result = build_plan(day.instance, solved, opts.gap_tolerance,
+                        {k: round(v, 4) for k, v in day.timings.items()})
+    result.timings["report"] = round(time.perf_counter() - t1, 4)
+    result.timings["solve_total"] = round(t1 - t0, 4)
+    return result

@@ -1,0 +1,417 @@
+"""From a compiled day to a whole-loan plan with a valid lower bound.
+
+How the solve scales with loan *profiles* rather than loans
+-----------------------------------------------------------
+1. **Exact classes.** Loans that agree on every discrete thing a rule reads (eligibility for
+   each route, segment membership, obligor slot, and expected life when it takes few values)
+   get one class id, computed by factorising whole columns.
+2. **Bins refined where the LP needs them.** Inside a class, loans still differ on continuous
+   fields (weighted-average fields, and expected life when it is continuous). A *bin* is a set of
+   loans of one class; the bin LP gives all loans of a bin the same route fractions, so it is a
+   restriction of the loan-level LP and its optimum ``UB`` is achievable. Its row duals ``y``
+   then give a **valid lower bound** on the loan-level LP by Lagrangian relaxation of every
+   coupling row: each loan independently takes its cheapest reduced-cost option,
+
+       LB(y) = sum_rows y_k b_k + sum_i p_i min(penalty, min_f rc_if(y)) + sum_aux min(d_j lo_j, d_j hi_j),
+
+   which holds for any sign-feasible ``y``. When every loan of every bin has the same reduced-cost
+   argmin, ``LB = UB`` (the bin LP is then exact); otherwise each bin is split by its loans'
+   argmin and the LP is solved again. Bins only ever split, so ``UB`` never rises, and the loop
+   ends when ``(UB - LB) / UB`` is below ``lp_tolerance``.
+3. **Whole loans.** A basic solution of the bin LP splits at most as many bins as there are
+   coupling rows. Split bins larger than ``free_unit_size`` loans are cut into chunks and the LP
+   re-solved until every split bin is small. Every other bin is whole: its loans take its route.
+   The loans of the split bins then become binary columns of a MIP in which all other bins are
+   fixed, so the MIP is small whatever the size of the day.
+4. **Exact check.** The whole-loan plan is evaluated row by row in float64 at loan level; any
+   row over its limit (the MIP's tolerances are relative) is repaired by moving the fewest
+   loans to unfunded, which can only reduce every ``<=`` row's left side. The plan's gap is
+   measured against the best ``LB`` found.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .backends import SolveOptions, SolveStatus, get_backend
+from .errors import SolverError
+from .formulation import Problem, RowKind, Units, formulate
+from .instance import Instance
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    solver: str = "highs"
+    time_limit: float = 300.0  # seconds for the whole solve
+    gap_tolerance: float = 1e-5  # a plan within this gap of the LP bound is reported optimal
+    lp_tolerance: float = 1e-9  # refinement stops when the bin LP is this close to its bound
+    max_refinements: int = 30
+    initial_bins: int = 4  # quantile bins per continuous field before refinement
+    free_unit_size: int = 16  # split bins larger than this are cut before the MIP
+    fill_loans_per_bin: int = 2  # smallest loans of each whole bin left free in the MIP as fill
+    mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
+    mip_time_limit: float = 30.0
+
+
+@dataclass(frozen=True, eq=False)
+class Solved:
+    """What the engine hands to the plan builder."""
+
+    route: np.ndarray  # n: route index per loan, R for unfunded
+    lower_bound: float
+    lp_objective: float
+    lp_duals: pd.DataFrame  # one row per LP row with kind/route/ref/label/dual/activity
+    totals_lp: np.ndarray  # A_f from the LP
+    status: str
+    solver: str
+    solver_version: str
+    timings: dict[str, float]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _dense(a: np.ndarray) -> tuple[np.ndarray, int]:
+    codes, uniq = pd.factorize(a)
+    return np.asarray(codes, dtype=np.int64), len(uniq)
+
+
+def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
+    """One dense id per distinct tuple of the key columns (exact, no hashing collisions)."""
+    code = np.zeros(n, dtype=np.int64)
+    k = 1
+    for key in keys:
+        kc, kn = _dense(key)
+        code, k = _dense(code * kn + kc)
+    return code, k
+
+
+def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
+    """Class id per loan, and the continuous fields left to the bin refinement."""
+    n = inst.n
+    keys: list[np.ndarray] = []
+    bits = np.packbits(inst.elig, axis=1)
+    pad = (-bits.shape[1]) % 8
+    if pad:
+        bits = np.concatenate([bits, np.zeros((n, pad), dtype=np.uint8)], axis=1)
+    words = bits.view(np.uint64)
+    keys.extend(words[:, j] for j in range(words.shape[1]))
+    for fam in inst.conc:
+        keys.append(np.where(inst.elig[:, fam.route], fam.member_code(), -1))
+    if inst.obligor_rows:
+        keys.append(inst.obligor_slot)
+    continuous = list(inst.fields)
+    if n:
+        life_codes, nlife = _dense(inst.life)
+        if nlife <= 256:
+            keys.append(life_codes)
+        else:
+            continuous.append("__life__")
+    cls, k = combine_keys(keys, n)
+    return cls, k, continuous
+
+
+def _field_values(inst: Instance, name: str) -> np.ndarray:
+    return inst.life if name == "__life__" else inst.fields[name]
+
+
+def initial_bins(inst: Instance, cls: np.ndarray, continuous: list[str], q: int) -> tuple[np.ndarray, int]:
+    keys = [cls]
+    if q > 1:
+        for name in continuous:
+            v = _field_values(inst, name)
+            finite = v[np.isfinite(v)]
+            if len(finite) == 0:
+                continue
+            edges = np.unique(np.quantile(finite, np.linspace(0, 1, q + 1)[1:-1]))
+            keys.append(np.searchsorted(edges, np.nan_to_num(v, nan=-np.inf)))
+    return combine_keys(keys, inst.n)
+
+
+@dataclass(frozen=True, eq=False)
+class Dual:
+    """Row duals arranged for the loan-level Lagrangian."""
+
+    const: float  # sum_k y_k b_k plus the auxiliary columns' terms
+    base: np.ndarray  # classes x R: per-unit reduced cost not depending on L or fields
+    life_coef: np.ndarray  # R
+    field_coef: dict[str, np.ndarray]  # field -> R
+
+
+def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, x: np.ndarray,
+                  cls_rep: np.ndarray) -> Dual:
+    """Turn LP row duals into per-class, per-route reduced-cost pieces (clipping signs)."""
+    R = inst.R
+    y = y.copy()
+    y[np.isneginf(prob.row_lo) & (y > 0)] = 0.0  # '<=' rows: y <= 0
+    y[np.isposinf(prob.row_hi) & (y < 0)] = 0.0  # '>=' rows: y >= 0
+    kind = prob.rows["kind"].to_numpy()
+    route = prob.rows["route"].to_numpy()
+    ref = prob.rows["ref"].to_numpy()
+    not_assign = kind != RowKind.ASSIGN.value
+    bound = np.where(y < 0, prob.row_hi, np.where(y > 0, prob.row_lo, 0.0))
+    const = float(np.sum(np.where(not_assign & (y != 0), y * bound, 0.0)))
+
+    # auxiliary columns: A_f in [0, implied max], z_f in [0, daily_min]
+    aux = np.arange(prob.n_pairs + prob.n_units, prob.n_cols)
+    d = prob.c[aux] - prob.A[:, aux].T @ y
+    hi = prob.col_hi[aux].copy()
+    F = R - 1
+    implied = inst.share[:F] * (inst.principal @ inst.elig[:, :F]) if inst.n else np.zeros(F)
+    hi[:F] = np.minimum(hi[:F], implied)
+    const += float(np.sum(np.minimum(d * prob.col_lo[aux], d * hi)))
+
+    ncls = len(cls_rep)
+    base = np.broadcast_to(inst.k0, (ncls, R)).copy()
+    field_coef = {k: np.zeros(R) for k in inst.fields}
+    s = inst.share
+    for i in np.flatnonzero(not_assign & (y != 0)):
+        k, r, j, yi = kind[i], route[i], ref[i], y[i]
+        if k == RowKind.TOTAL.value:
+            base[:, r] -= yi * s[r]
+        elif k == RowKind.PLATFORM_CAPACITY.value:
+            base -= yi * inst.platform_share[None, :]
+        elif k == RowKind.CONCENTRATION.value:
+            fam, seg = _segment_of(inst, j)
+            member = fam.member_code()[cls_rep]
+            code = 0 if fam.per_codes is None else seg.code
+            base[member == code, r] -= yi * s[r]
+        elif k in (RowKind.WA_MIN.value, RowKind.WA_MAX.value):
+            t = inst.wa[j]
+            b = t.min if k == RowKind.WA_MIN.value else t.max
+            field_coef[t.field][r] -= yi * s[r]
+            base[:, r] += yi * s[r] * b
+        elif k == RowKind.OBLIGOR.value:
+            o = inst.obligor_rows[j]
+            base[inst.obligor_slot[cls_rep] == o.slot, r] -= yi * s[r]
+    base[~inst.elig[cls_rep]] = np.inf
+    return Dual(const, base, inst.k1.copy(), field_coef)
+
+
+def _segment_of(inst: Instance, ref: int):
+    for fam in inst.conc:
+        if ref < len(fam.segments):
+            return fam, fam.segments[ref]
+        ref -= len(fam.segments)
+    raise IndexError(ref)  # pragma: no cover
+
+
+def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, chunk: int = 1 << 21) -> tuple[float, np.ndarray]:
+    """Loan-level Lagrangian bound and each loan's cheapest option (R = unfunded)."""
+    n, R = inst.n, inst.R
+    total = dual.const
+    best_route = np.empty(n, dtype=np.int64)
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        c = cls[sl]
+        L = inst.life[sl]
+        best = np.full(len(L), inst.penalty)
+        arg = np.full(len(L), R, dtype=np.int64)
+        for r in range(R):
+            rc = dual.base[c, r] + dual.life_coef[r] * L
+            for name, coef in dual.field_coef.items():
+                if coef[r] != 0.0:
+                    rc = rc + coef[r] * np.nan_to_num(inst.fields[name][sl])
+            better = rc < best
+            best = np.where(better, rc, best)
+            arg[better] = r
+        total += float(np.dot(inst.principal[sl], best))
+        best_route[sl] = arg
+    return total, best_route
+
+
+def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
+    """U x (R+1) matrix of route fractions per unit (last column: unfunded)."""
+    T = np.zeros((prob.n_units, R + 1))
+    T[prob.pair_unit, prob.pair_route] = x[:prob.n_pairs]
+    T[:, R] = x[prob.n_pairs:prob.n_pairs + prob.n_units]
+    return T
+
+
+def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    order = np.lexsort((key, group))
+    g = group[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = np.arange(len(group)) - first
+    return rank
+
+
+class Clock:
+    def __init__(self, progress: Progress | None):
+        self.timings: dict[str, float] = {}
+        self.progress = progress
+        self._t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + (now - self._t)
+        self._t = now
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            self.progress(msg)
+
+
+def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
+                   progress: Progress | None = None) -> Solved:
+    clock = Clock(progress)
+    start = time.perf_counter()
+    backend = get_backend(options.solver)
+    R = inst.R
+    n = inst.n
+
+    def remaining() -> float:
+        return max(1.0, options.time_limit - (time.perf_counter() - start))
+
+    if n == 0:
+        return _empty(inst, backend)
+
+    clock.say(f"aggregating {n:,} loans")
+    cls, ncls, continuous = loan_classes(inst)
+    cls_rep = np.zeros(ncls, dtype=np.int64)
+    cls_rep[cls[::-1]] = np.arange(n)[::-1]
+    bins, nb = initial_bins(inst, cls, continuous, options.initial_bins)
+    clock.lap("aggregate")
+
+    best_lb = -np.inf
+    timed_out = False
+    lp_sol = prob = None
+    it = 0
+    stats: dict[str, float] = {"classes": ncls}
+    while True:
+        it += 1
+        units = Units.build(inst, bins, nb)
+        prob = formulate(inst, units)
+        clock.lap("formulate")
+        lp_sol = backend.solve(prob, SolveOptions(time_limit=remaining()))
+        clock.lap("lp")
+        if lp_sol.x is None or lp_sol.row_dual is None:
+            raise SolverError(f"the LP over {nb} bins ended with status {lp_sol.status} "
+                              f"({lp_sol.detail.get('model_status')})")
+        if lp_sol.status == SolveStatus.TIME_LIMIT:
+            timed_out = True
+        dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
+        lb, argmin = lagrangian(inst, dual, cls)
+        best_lb = max(best_lb, lb)
+        clock.lap("bound")
+        ub = lp_sol.objective
+        lp_gap = (ub - best_lb) / max(abs(ub), 1e-9)
+        clock.say(f"refinement {it}: {nb:,} bins, LP {ub:,.2f}, bound {best_lb:,.2f}, gap {lp_gap:.2e}")
+        if lp_gap <= options.lp_tolerance or it >= options.max_refinements or timed_out:
+            break
+        new_bins, new_nb = combine_keys([bins, argmin], n)
+        if new_nb == nb:
+            break
+        bins, nb = new_bins, new_nb
+    stats.update({"refinements": it, "bins": nb, "lp_gap": float(lp_gap)})
+
+    # cut large split bins until every split bin is small, then fix the whole bins
+    for _ in range(6):
+        T = _unit_fractions(prob, lp_sol.x, R)
+        split = T.max(axis=1) < 1 - 1e-9
+        big = split & (units.count > options.free_unit_size)
+        if not big.any() or timed_out:
+            break
+        in_big = big[bins]
+        rank = _rank_within(bins, -inst.principal)
+        chunk = np.where(in_big, rank // options.free_unit_size, -1)
+        bins, nb = combine_keys([bins, chunk], n)
+        units = Units.build(inst, bins, nb)
+        prob = formulate(inst, units)
+        clock.lap("formulate")
+        sol = backend.solve(prob, SolveOptions(time_limit=remaining()))
+        clock.lap("lp")
+        if sol.x is None or sol.row_dual is None:
+            raise SolverError(f"the LP over {nb} bins ended with status {sol.status}")
+        lp_sol = sol
+        dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
+        lb, _ = lagrangian(inst, dual, cls)
+        best_lb = max(best_lb, lb)
+        clock.lap("bound")
+    T = _unit_fractions(prob, lp_sol.x, R)
+    lp_duals = prob.rows.copy()
+    lp_duals["dual"] = lp_sol.row_dual
+    lp_duals["activity"] = prob.A @ lp_sol.x
+    lp_duals = lp_duals[lp_duals["kind"] != RowKind.ASSIGN.value].reset_index(drop=True)
+    totals_lp = lp_sol.x[prob.total_col]
+    split = T.max(axis=1) < 1 - 1e-9
+    whole_route = T.argmax(axis=1)
+    loan_split = split[bins]
+    stats.update({"split_bins": int(split.sum()), "split_loans": int(loan_split.sum()),
+                  "lp_objective": float(lp_sol.objective)})
+    clock.say(f"whole loans: {int(split.sum())} split bins, {int(loan_split.sum())} loans to place")
+
+    # free the split bins' loans, plus the few smallest loans of every whole bin: when whole
+    # loans cannot fill a binding limit exactly, the MIP needs loans it may pull in or push out
+    fill = _rank_within(bins, inst.principal) < options.fill_loans_per_bin
+    route = np.where(loan_split | fill, -1, whole_route[bins])
+    stats["free_loans"] = int((route < 0).sum())
+    mip_status = SolveStatus.OPTIMAL
+    if (route < 0).any():
+        route, mip_status = _place_split_loans(inst, route, cls, backend, options, remaining(), clock)
+    clock.lap("mip")
+
+    from .evaluate import repair
+    route, moved = repair(inst, route)
+    stats["repaired_loans"] = moved
+    clock.lap("repair")
+
+    status = "time_limit" if (timed_out or mip_status == SolveStatus.TIME_LIMIT) else "solved"
+    return Solved(route=route, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
+                  lp_duals=lp_duals, totals_lp=totals_lp, status=status, solver=backend.name,
+                  solver_version=backend.version(), timings=clock.timings, stats=stats)
+
+
+def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, backend,
+                       options: PlanOptions, time_left: float, clock: Clock) -> tuple[np.ndarray, SolveStatus]:
+    """Whole-loan MIP: loans of split bins are binary; everything else is fixed by class."""
+    R = inst.R
+    n = inst.n
+    free = route < 0
+    fixed_route = np.where(free, 0, route)
+    # fixed loans aggregate by (class, route); each free loan is a unit of its own, numbered after
+    fixed_mask = ~free
+    fk_codes, fk_n = combine_keys([cls[fixed_mask], fixed_route[fixed_mask]], int(fixed_mask.sum()))
+    unit = np.empty(n, dtype=np.int64)
+    unit[fixed_mask] = fk_codes
+    free_idx = np.flatnonzero(free)
+    unit[free_idx] = fk_n + np.arange(len(free_idx))
+    U = fk_n + len(free_idx)
+    units = Units.build(inst, unit, U)
+    integer = np.zeros(U, dtype=bool)
+    integer[fk_n:] = True
+    units = Units(units.loan_unit, units.rep, units.P, units.PL, units.PW, units.count, integer)
+    fixed = np.full(U, -1, dtype=np.int64)
+    fixed_unit_route = np.zeros(fk_n, dtype=np.int64)
+    fixed_unit_route[fk_codes] = fixed_route[fixed_mask]
+    fixed[:fk_n] = fixed_unit_route
+    prob = formulate(inst, units, fixed=fixed)
+    clock.lap("formulate")
+    rel_gap = options.mip_rel_gap if options.mip_rel_gap is not None else options.gap_tolerance / 10
+    sol = backend.solve(prob, SolveOptions(time_limit=min(options.mip_time_limit, time_left),
+                                           mip_rel_gap=rel_gap))
+    if sol.x is None:
+        # no whole-loan solution in time: free loans start unfunded and the repair makes it feasible
+        out = route.copy()
+        out[free] = R
+        return out, SolveStatus.TIME_LIMIT
+    T = _unit_fractions(prob, sol.x, R)
+    choice = T[fk_n:].argmax(axis=1)
+    chosen = T[fk_n:][np.arange(len(free_idx)), choice] > 0.5
+    out = route.copy()
+    out[free_idx] = np.where(chosen, choice, R)
+    return out, sol.status
+
+
+def _empty(inst: Instance, backend) -> Solved:
+    return Solved(route=np.zeros(0, dtype=np.int64), lower_bound=0.0, lp_objective=0.0,
+                  lp_duals=pd.DataFrame(columns=["kind", "route", "ref", "label", "dual", "activity"]),
+                  totals_lp=np.zeros(inst.R - 1), status="solved", solver=backend.name,
+                  solver_version=backend.version(), timings={}, stats={})

@@ -1,0 +1,182 @@
+"""Every hard and soft row of the model, evaluated on a whole-loan assignment in float64.
+
+``evaluate`` gives one row per constraint with its value, limit, slack (in the limit's units) and
+``excess`` (how far over the limit it is, in currency; > 0 means broken). ``repair`` moves the
+fewest loans it can to unfunded until no row is broken; every family's left side only falls when
+the right loans leave, so the loop always ends with a feasible plan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .instance import Instance
+
+ENGINE_TOL = 1e-6  # currency units; the contract's tolerance is 0.01
+
+
+def amounts(inst: Instance, route: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Funder amount, platform amount and funding cost per loan (zeros when unfunded)."""
+    R = inst.R
+    funded = route < R
+    r = np.where(funded, route, 0)
+    p = inst.principal
+    funder = np.where(funded, inst.share[r] * p, 0.0)
+    platform = np.where(funded, np.where(r == inst.platform_route, 0.0, inst.platform_share[r] * p), 0.0)
+    cost = np.where(funded, p * (inst.k1[r] * inst.life + inst.k0[r]), 0.0)
+    return funder, platform, cost
+
+
+def route_totals(inst: Instance, route: np.ndarray) -> np.ndarray:
+    funder, _, _ = amounts(inst, route)
+    return np.bincount(route, weights=funder, minlength=inst.R + 1)[: inst.R]
+
+
+def platform_used(inst: Instance, route: np.ndarray) -> float:
+    """Platform money: its share of joint loans plus whole loans on the platform route."""
+    funded = route < inst.R
+    r = np.where(funded, route, 0)
+    return float(np.sum(np.where(funded, inst.platform_share[r] * inst.principal, 0.0)))
+
+
+def evaluate(inst: Instance, route: np.ndarray) -> pd.DataFrame:
+    R = inst.R
+    F = R - 1
+    funder, _, _ = amounts(inst, route)
+    A = np.bincount(route, weights=funder, minlength=R + 1)[:R]
+    recs: list[dict] = []
+
+    def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True):
+        recs.append({"constraint": constraint, "funder_id": inst.route_ids[r], "kind": kind,
+                     "value": value, "limit": limit, "slack": slack, "excess": excess,
+                     "route": r, "ref": ref, "hard": hard, "note": note})
+
+    for r in range(F):
+        if np.isfinite(inst.daily_max[r]):
+            lim = inst.daily_max[r]
+            add(f"daily_max:{inst.route_ids[r]}", r, "daily_max", A[r], lim, lim - A[r], A[r] - lim, r)
+        if np.isfinite(inst.headroom[r]):
+            lim = max(inst.headroom[r], 0.0)
+            note = "facility already above its limit: closed" if inst.headroom[r] < 0 else ""
+            add(f"facility_headroom:{inst.route_ids[r]}", r, "facility_headroom", A[r], lim,
+                lim - A[r], A[r] - lim, r, note)
+        if inst.daily_min[r] > 0:
+            lim = inst.daily_min[r]
+            add(f"daily_min:{inst.route_ids[r]}", r, "daily_min", A[r], lim, A[r] - lim,
+                0.0, r, "soft: shortfall is priced at the shortfall fee", hard=False)
+    seg_ref = 0
+    for fam in inst.conc:
+        r = fam.route
+        on = route == r
+        member = fam.member_code()
+        if fam.per_codes is None:
+            seg_amt = np.array([funder[on & (member == 0)].sum()])
+        else:
+            m_on = member[on]
+            ok = m_on >= 0
+            size = max(len(fam.per_values), 1)
+            seg_amt = np.bincount(m_on[ok], weights=funder[on][ok], minlength=size)
+        for j, s in enumerate(fam.segments):
+            amt = float(seg_amt[s.code]) if s.code >= 0 else (float(seg_amt[0]) if fam.per_codes is None else 0.0)
+            base = s.existing_total + A[r] if s.basis.value == "portfolio" else A[r]
+            held = s.existing_segment + amt if s.basis.value == "portfolio" else amt
+            share_now = held / base if base > 0 else 0.0
+            excess = held - s.alpha * base
+            note = ""
+            if s.breached:
+                note = "existing portfolio above the cap: segment closed to new loans"
+                excess = amt  # the only hard requirement left: no new loans of the segment
+            add(f"concentration:{inst.route_ids[r]}:{s.label}", r, "concentration", share_now, s.alpha,
+                s.alpha - share_now, excess, seg_ref + j, note)
+        seg_ref += len(fam.segments)
+    for j, t in enumerate(inst.wa):
+        r = t.route
+        on = route == r
+        w = inst.fields[t.field][on]
+        a = funder[on]
+        tot = a.sum()
+        avg = float((a * w).sum() / tot) if tot > 0 else float("nan")
+        if t.min is not None:
+            ex = -float((a * (w - t.min)).sum())
+            add(f"weighted_average_min:{inst.route_ids[r]}:{t.field}", r, "weighted_average_min",
+                avg, t.min, avg - t.min if tot > 0 else float("nan"), ex, j)
+        if t.max is not None:
+            ex = float((a * (w - t.max)).sum())
+            add(f"weighted_average_max:{inst.route_ids[r]}:{t.field}", r, "weighted_average_max",
+                avg, t.max, t.max - avg if tot > 0 else float("nan"), ex, j)
+    if inst.obligor_rows:
+        for j, o in enumerate(inst.obligor_rows):
+            on = (route == o.route) & (inst.obligor_slot == o.slot)
+            val = o.existing + float(funder[on].sum())
+            add(f"obligor:{inst.route_ids[o.route]}:{o.borrower}", o.route, "obligor", val, o.limit,
+                o.limit - val, val - o.limit, j)
+    if np.isfinite(inst.platform_capacity):
+        used = platform_used(inst, route)
+        add(f"platform_capacity:{inst.route_ids[-1]}", R - 1, "platform_capacity", used,
+            inst.platform_capacity, inst.platform_capacity - used, used - inst.platform_capacity, 0)
+    cols = ["constraint", "funder_id", "kind", "value", "limit", "slack", "excess", "route", "ref", "hard", "note"]
+    return pd.DataFrame.from_records(recs, columns=cols)
+
+
+def _pick(weights: np.ndarray, need: float) -> np.ndarray:
+    """Indices (into ``weights``) whose removal frees at least ``need``: the smallest single one
+    that suffices, else the largest ones in turn."""
+    pos = weights > 0
+    if need <= 0 or not pos.any():
+        return np.zeros(0, dtype=np.int64)
+    idx = np.flatnonzero(pos)
+    w = weights[idx]
+    enough = w >= need
+    if enough.any():
+        k = idx[enough][np.argmin(w[enough])]
+        return np.array([k])
+    order = idx[np.argsort(-w, kind="stable")]
+    csum = np.cumsum(weights[order])
+    stop = int(np.searchsorted(csum, need)) + 1
+    return order[:stop]
+
+
+def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL, max_rounds: int = 10_000) -> tuple[np.ndarray, int]:
+    """Move loans to unfunded until no hard row is over its limit. Returns the route and moves."""
+    route = route.copy()
+    R = inst.R
+    moved = 0
+    for _ in range(max_rounds):
+        ev = evaluate(inst, route)
+        bad = ev[ev["hard"] & (ev["excess"] > tol)]
+        if bad.empty:
+            return route, moved
+        row = bad.iloc[0]
+        r, kind, need = int(row["route"]), row["kind"], float(row["excess"]) + tol
+        funder, _, _ = amounts(inst, route)
+        on = route == r
+        if kind in ("daily_max", "facility_headroom"):
+            weight = np.where(on, funder, 0.0)
+        elif kind == "platform_capacity":
+            funded = route < R
+            rr = np.where(funded, route, 0)
+            weight = np.where(funded, inst.platform_share[rr] * inst.principal, 0.0)
+        elif kind == "obligor":
+            o = inst.obligor_rows[int(row["ref"])]
+            weight = np.where(on & (inst.obligor_slot == o.slot), funder, 0.0)
+        elif kind == "concentration":
+            from .engine import _segment_of
+            fam, seg = _segment_of(inst, int(row["ref"]))
+            member = fam.member_code() == (0 if fam.per_codes is None else seg.code)
+            factor = 1.0 if seg.breached else (1.0 - seg.alpha)
+            weight = np.where(on & member, funder * factor, 0.0)
+        elif kind == "weighted_average_min":
+            t = inst.wa[int(row["ref"])]
+            weight = np.where(on, funder * (t.min - np.nan_to_num(inst.fields[t.field])), 0.0)
+        elif kind == "weighted_average_max":
+            t = inst.wa[int(row["ref"])]
+            weight = np.where(on, funder * (np.nan_to_num(inst.fields[t.field]) - t.max), 0.0)
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+        pick = _pick(weight, need)
+        if len(pick) == 0:  # nothing left to move: unfund the whole route
+            pick = np.flatnonzero(on)
+        route[pick] = R
+        moved += len(pick)
+    raise RuntimeError("repair did not converge")  # pragma: no cover

@@ -1,0 +1,383 @@
+"""The allocation LP/MIP as arrays. A pure function of the instance and the units; no solver here.
+
+A *unit* is a set of loans that the problem treats alike: an aggregated bin of interchangeable
+loans in the LP, a single loan in the whole-loan MIP. Every unit carries sums over its loans
+(principal ``P``, principal x life ``PL``, principal x field ``PW``), and a representative loan
+whose class attributes (eligibility, segment, obligor slot) all its loans share. Because every
+coefficient of the model is linear in principal, the unit LP is exactly the loan-level LP
+restricted to giving every loan of a unit the same route fractions.
+
+Variables (columns), in this order:
+
+- ``t[u, f]`` in [0, 1]: the fraction of unit ``u``'s principal routed to ``f`` (only eligible
+  pairs exist; sparsity is built from the eligibility masks, never a dense grid);
+- ``t[u, unfunded]`` in [0, 1];
+- ``A[f]`` >= 0: funder ``f``'s total funder amount today (one per funder);
+- ``z[f]`` in [0, daily_min]: shortfall below a soft daily minimum.
+
+Rows are built one family at a time; each family's docstring carries its inequality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .instance import Instance
+
+
+class RowKind(StrEnum):
+    ASSIGN = "assign"
+    TOTAL = "total"
+    DAILY_MAX = "daily_max"
+    FACILITY_HEADROOM = "facility_headroom"
+    DAILY_MIN = "daily_min"
+    CONCENTRATION = "concentration"
+    WA_MIN = "weighted_average_min"
+    WA_MAX = "weighted_average_max"
+    OBLIGOR = "obligor"
+    PLATFORM_CAPACITY = "platform_capacity"
+
+
+@dataclass(frozen=True, eq=False)
+class Units:
+    """Aggregated loans: per-unit sums and the loan -> unit map."""
+
+    loan_unit: np.ndarray  # n -> unit, -1 for loans outside these units
+    rep: np.ndarray  # U: a representative loan of each unit
+    P: np.ndarray
+    PL: np.ndarray
+    PW: dict[str, np.ndarray]
+    count: np.ndarray
+    integer: np.ndarray  # U bool: the unit's columns are binary (whole-loan decisions)
+
+    @property
+    def U(self) -> int:
+        return len(self.P)
+
+    @staticmethod
+    def build(inst: Instance, loan_unit: np.ndarray, n_units: int, integer: bool = False) -> "Units":
+        """Sum loans into units with ``bincount`` (loans with unit -1 are left out)."""
+        inside = loan_unit >= 0
+        lu = loan_unit[inside]
+        p = inst.principal[inside]
+        P = np.bincount(lu, weights=p, minlength=n_units)
+        PL = np.bincount(lu, weights=p * inst.life[inside], minlength=n_units)
+        PW = {k: np.bincount(lu, weights=p * v[inside], minlength=n_units) for k, v in inst.fields.items()}
+        count = np.bincount(lu, minlength=n_units)
+        rep = np.zeros(n_units, dtype=np.int64)
+        idx = np.flatnonzero(inside)
+        rep[lu[::-1]] = idx[::-1]  # any member will do: members share their class
+        return Units(loan_unit, rep, P, PL, PW, count, np.full(n_units, integer))
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """Rows of one family: triplets with local row numbers, bounds and labels."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    kind: RowKind
+    route: np.ndarray
+    ref: np.ndarray
+    label: list[str]
+
+    @property
+    def m(self) -> int:
+        return len(self.lo)
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A solver-neutral LP/MIP: ``min c'x + offset`` s.t. ``row_lo <= A x <= row_hi``, bounds."""
+
+    c: np.ndarray
+    A: sp.csc_matrix
+    col_lo: np.ndarray
+    col_hi: np.ndarray
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    integer: np.ndarray
+    rows: pd.DataFrame  # kind, route, ref, label
+    pair_unit: np.ndarray
+    pair_route: np.ndarray
+    n_units: int
+    total_col: np.ndarray  # per funder route: column of A[f]
+    shortfall_col: np.ndarray  # per funder route: column of z[f], or -1
+    offset: float = 0.0
+
+    @property
+    def n_cols(self) -> int:
+        return len(self.c)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_lo)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pair_unit)
+
+    def unfunded_col(self, unit: np.ndarray | int) -> np.ndarray | int:
+        return self.n_pairs + unit
+
+
+class _Cols:
+    """Column numbering shared by every family."""
+
+    def __init__(self, inst: Instance, units: Units):
+        el = inst.elig[units.rep]
+        self.pair_unit, self.pair_route = np.nonzero(el)
+        self.n_pairs = len(self.pair_unit)
+        self.U = units.U
+        F = inst.R - 1
+        self.total = self.n_pairs + self.U + np.arange(F)
+        has_min = inst.daily_min[:F] > 0
+        self.shortfall = np.full(F, -1, dtype=np.int64)
+        self.shortfall[has_min] = self.n_pairs + self.U + F + np.arange(has_min.sum())
+        self.n = self.n_pairs + self.U + F + int(has_min.sum())
+        # pair indices grouped by route, for families that touch one route
+        order = np.argsort(self.pair_route, kind="stable")
+        bounds = np.searchsorted(self.pair_route[order], np.arange(inst.R + 1))
+        self.by_route = [order[bounds[r]:bounds[r + 1]] for r in range(inst.R)]
+
+
+def _block(kind, rows, cols, vals, lo, hi, route, ref, label) -> Block:
+    return Block(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64),
+                 np.asarray(vals, dtype=np.float64), np.asarray(lo, dtype=np.float64),
+                 np.asarray(hi, dtype=np.float64), kind, np.asarray(route, dtype=np.int64),
+                 np.asarray(ref, dtype=np.int64), list(label))
+
+
+def define_assignment(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Each unit is routed exactly once: ``sum_f t[u,f] + t[u,unfunded] = 1``."""
+    U = units.U
+    rows = np.concatenate([cols.pair_unit, np.arange(U)])
+    cc = np.concatenate([np.arange(cols.n_pairs), cols.n_pairs + np.arange(U)])
+    ones = np.ones(U)
+    return _block(RowKind.ASSIGN, rows, cc, np.ones(len(rows)), ones, ones,
+                  np.full(U, -1), np.arange(U), [""] * U)
+
+
+def define_totals(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Funder totals: ``sum_u s_f P_u t[u,f] - A_f = 0`` for every funder."""
+    F = inst.R - 1
+    sel = cols.pair_route < F
+    pu, pr = cols.pair_unit[sel], cols.pair_route[sel]
+    rows = np.concatenate([pr, np.arange(F)])
+    cc = np.concatenate([np.flatnonzero(sel), cols.total])
+    vals = np.concatenate([inst.share[pr] * units.P[pu], -np.ones(F)])
+    z = np.zeros(F)
+    return _block(RowKind.TOTAL, rows, cc, vals, z, z, np.arange(F), np.arange(F),
+                  [f"total:{inst.route_ids[r]}" for r in range(F)])
+
+
+def _cap_block(inst: Instance, cols: _Cols, limits: np.ndarray, kind: RowKind) -> Block:
+    F = inst.R - 1
+    rs = np.flatnonzero(np.isfinite(limits[:F]))
+    k = len(rs)
+    return _block(kind, np.arange(k), cols.total[rs], np.ones(k), np.full(k, -np.inf), limits[rs],
+                  rs, rs, [f"{kind.value}:{inst.route_ids[r]}" for r in rs])
+
+
+def define_daily_max(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Daily maximum: ``A_f <= daily_max_f``."""
+    return _cap_block(inst, cols, inst.daily_max, RowKind.DAILY_MAX)
+
+
+def define_facility_headroom(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Facility headroom: ``A_f <= facility_limit_f - outstanding_f``."""
+    return _cap_block(inst, cols, np.maximum(inst.headroom, 0.0), RowKind.FACILITY_HEADROOM)
+
+
+def define_daily_min(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Soft daily minimum: ``A_f + z_f >= daily_min_f`` with ``z_f`` priced at the shortfall fee."""
+    rs = np.flatnonzero(cols.shortfall >= 0)
+    k = len(rs)
+    rows = np.concatenate([np.arange(k), np.arange(k)])
+    cc = np.concatenate([cols.total[rs], cols.shortfall[rs]])
+    return _block(RowKind.DAILY_MIN, rows, cc, np.ones(2 * k), inst.daily_min[rs], np.full(k, np.inf),
+                  rs, rs, [f"daily_min:{inst.route_ids[r]}" for r in rs])
+
+
+def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Concentration: ``sum_{u in S} s_f P_u t[u,f] - alpha A_f <= alpha E_f - E_fS``.
+
+    On the ``new`` basis ``E_f = E_fS = 0``. A segment the portfolio already breaches has no row:
+    its loans are not eligible for the funder (see :mod:`fundalloc.instance`).
+    """
+    rows, cc, vals, lo, hi, route, ref, label = [], [], [], [], [], [], [], []
+    m = 0
+    seg_index = 0
+    for fam in inst.conc:
+        r = fam.route
+        member = fam.member_code()[units.rep]
+        live = [s for s in fam.segments if not s.breached]
+        code_to_row = np.full(max([s.code for s in fam.segments] + [0]) + 2, -1, dtype=np.int64)
+        for j, s in enumerate(fam.segments):
+            if s.breached:
+                continue
+            row = m + live.index(s)
+            if s.code >= 0 or fam.per_codes is None:
+                code_to_row[max(s.code, 0)] = row
+        pairs = cols.by_route[r]
+        mc = member[cols.pair_unit[pairs]]
+        ok = mc >= 0
+        target = np.full(len(pairs), -1, dtype=np.int64)
+        target[ok] = code_to_row[np.minimum(mc[ok], len(code_to_row) - 1)]
+        hit = target >= 0
+        p = pairs[hit]
+        rows.append(target[hit])
+        cc.append(p)
+        vals.append(inst.share[r] * units.P[cols.pair_unit[p]])
+        k = len(live)
+        rows.append(m + np.arange(k))
+        cc.append(np.full(k, cols.total[r]))
+        vals.append(np.array([-s.alpha for s in live]))
+        lo.append(np.full(k, -np.inf))
+        hi.append(np.array([s.rhs for s in live]))
+        route.append(np.full(k, r))
+        ref.append(seg_index + np.array([fam.segments.index(s) for s in live], dtype=np.int64))
+        label += [f"concentration:{inst.route_ids[r]}:{s.label}" for s in live]
+        seg_index += len(fam.segments)
+        m += k
+    if not lo:
+        return _block(RowKind.CONCENTRATION, [], [], [], [], [], [], [], [])
+    return _block(RowKind.CONCENTRATION, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals),
+                  np.concatenate(lo), np.concatenate(hi), np.concatenate(route), np.concatenate(ref), label)
+
+
+def define_weighted_average(inst: Instance, units: Units, cols: _Cols) -> list[Block]:
+    """Weighted averages over today's allocation to ``f``:
+
+    ``sum_u s_f (PW_u - min P_u) t[u,f] >= 0`` and ``sum_u s_f (PW_u - max P_u) t[u,f] <= 0``.
+    """
+    out = []
+    for kind, attr in ((RowKind.WA_MIN, "min"), (RowKind.WA_MAX, "max")):
+        rows, cc, vals, route, ref, label, bound = [], [], [], [], [], [], []
+        m = 0
+        for j, t in enumerate(inst.wa):
+            b = getattr(t, attr)
+            if b is None:
+                continue
+            pairs = cols.by_route[t.route]
+            pu = cols.pair_unit[pairs]
+            rows.append(np.full(len(pairs), m))
+            cc.append(pairs)
+            vals.append(inst.share[t.route] * (units.PW[t.field][pu] - b * units.P[pu]))
+            route.append(t.route)
+            ref.append(j)
+            bound.append(b)
+            label.append(f"{kind.value}:{inst.route_ids[t.route]}:{t.field}")
+            m += 1
+        if m == 0:
+            continue
+        lo = np.zeros(m) if kind == RowKind.WA_MIN else np.full(m, -np.inf)
+        hi = np.full(m, np.inf) if kind == RowKind.WA_MIN else np.zeros(m)
+        out.append(_block(kind, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals),
+                          lo, hi, route, ref, label))
+    return out
+
+
+def define_obligor(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Single obligor: ``sum_{u of borrower b} s_f P_u t[u,f] <= obligor_limit_f - existing_fb``."""
+    if not inst.obligor_rows:
+        return _block(RowKind.OBLIGOR, [], [], [], [], [], [], [], [])
+    slot = inst.obligor_slot[units.rep]
+    rows, cc, vals = [], [], []
+    R = inst.R
+    key = np.array([o.slot * R + o.route for o in inst.obligor_rows])
+    order = np.argsort(key)
+    pair_key = slot[cols.pair_unit] * R + cols.pair_route
+    has = slot[cols.pair_unit] >= 0
+    pos = np.searchsorted(key[order], pair_key[has])
+    pos = np.minimum(pos, len(key) - 1)
+    match = key[order][pos] == pair_key[has]
+    pidx = np.flatnonzero(has)[match]
+    rows = order[pos[match]]
+    cc = pidx
+    vals = inst.share[cols.pair_route[pidx]] * units.P[cols.pair_unit[pidx]]
+    k = len(inst.obligor_rows)
+    return _block(RowKind.OBLIGOR, rows, cc, vals, np.full(k, -np.inf),
+                  [o.rhs for o in inst.obligor_rows], [o.route for o in inst.obligor_rows], np.arange(k),
+                  [f"obligor:{inst.route_ids[o.route]}:{o.borrower}" for o in inst.obligor_rows])
+
+
+def define_platform_capacity(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Platform capacity: ``sum_{u,f} (1 - s_f) P_u t[u,f] + sum_u P_u t[u,platform] <= K_P``."""
+    if not np.isfinite(inst.platform_capacity):
+        return _block(RowKind.PLATFORM_CAPACITY, [], [], [], [], [], [], [], [])
+    n = cols.n_pairs
+    vals = inst.platform_share[cols.pair_route] * units.P[cols.pair_unit]
+    return _block(RowKind.PLATFORM_CAPACITY, np.zeros(n), np.arange(n), vals, [-np.inf],
+                  [inst.platform_capacity], [inst.platform_route], [0],
+                  [f"platform_capacity:{inst.route_ids[inst.platform_route]}"])
+
+
+FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_headroom,
+            define_daily_min, define_concentration, define_weighted_average, define_obligor,
+            define_platform_capacity)
+
+
+def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None) -> Problem:
+    """Build the problem for ``units``.
+
+    ``fixed`` (optional, per unit): a route index (``R`` for unfunded) that the unit is fixed to,
+    or -1 for a free unit. Fixed units keep their columns with equal bounds, so the row layout
+    and labels do not depend on what is fixed.
+    """
+    cols = _Cols(inst, units)
+    blocks: list[Block] = []
+    for fam in FAMILIES:
+        out = fam(inst, units, cols)
+        blocks.extend(out if isinstance(out, list) else [out])
+    offsets = np.cumsum([0] + [b.m for b in blocks])
+    rr = np.concatenate([b.rows + o for b, o in zip(blocks, offsets)])
+    cc = np.concatenate([b.cols for b in blocks])
+    vv = np.concatenate([b.vals for b in blocks])
+    A = sp.csc_matrix((vv, (rr, cc)), shape=(int(offsets[-1]), cols.n))
+    A.sum_duplicates()
+    A.sort_indices()
+    rows = pd.DataFrame({
+        "kind": np.concatenate([np.full(b.m, b.kind.value, dtype=object) for b in blocks]) if blocks else [],
+        "route": np.concatenate([b.route for b in blocks]),
+        "ref": np.concatenate([b.ref for b in blocks]),
+        "label": [lab for b in blocks for lab in b.label],
+    })
+
+    F = inst.R - 1
+    U = units.U
+    pu, pr = cols.pair_unit, cols.pair_route
+    c = np.zeros(cols.n)
+    c[:cols.n_pairs] = inst.k1[pr] * units.PL[pu] + inst.k0[pr] * units.P[pu]
+    c[cols.n_pairs:cols.n_pairs + U] = inst.penalty * units.P
+    has_min = cols.shortfall >= 0
+    c[cols.shortfall[has_min]] = inst.shortfall_fee[:F][has_min]
+    col_lo = np.zeros(cols.n)
+    col_hi = np.ones(cols.n)
+    col_hi[cols.total] = np.inf
+    col_hi[cols.shortfall[has_min]] = inst.daily_min[:F][has_min]
+    integer = np.zeros(cols.n, dtype=bool)
+    integer[:cols.n_pairs] = units.integer[pu]
+    integer[cols.n_pairs:cols.n_pairs + U] = units.integer
+    if fixed is not None:
+        fx = fixed[pu]
+        pin = fx >= 0
+        col_hi[:cols.n_pairs][pin] = (fx[pin] == pr[pin]).astype(float)
+        ufix = fixed >= 0
+        col_hi[cols.n_pairs:cols.n_pairs + U][ufix] = (fixed[ufix] == inst.R).astype(float)
+        col_lo[:cols.n_pairs] = np.where(pin, col_hi[:cols.n_pairs], 0.0)
+        col_lo[cols.n_pairs:cols.n_pairs + U] = np.where(ufix, col_hi[cols.n_pairs:cols.n_pairs + U], 0.0)
+    return Problem(
+        c=c, A=A, col_lo=col_lo, col_hi=col_hi,
+        row_lo=np.concatenate([b.lo for b in blocks]), row_hi=np.concatenate([b.hi for b in blocks]),
+        integer=integer, rows=rows, pair_unit=pu, pair_route=pr, n_units=U,
+        total_col=cols.total, shortfall_col=cols.shortfall,
+    )

@@ -1,0 +1,432 @@
+"""A day compiled into arrays: the loans, the routes and every limit, ready to formulate.
+
+Everything here is computed with whole-column operations: eligibility is an ``n x R`` boolean
+matrix built rule by rule, a ``per`` concentration keeps one integer code per loan (not one mask
+per value), and obligor limits are pre-reduced so that only the few borrowers who can actually
+bind keep a row of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import Collector, InputError
+from .rules import ColumnView, RuleError
+from .terms import Basis, Concentration, Funder, Terms
+
+BREACH_TOL = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One concentration row: ``E_S + sum_{i in S} a_i <= alpha * (E + A)``."""
+
+    family: int
+    route: int
+    name: str
+    value: Any  # the ``per`` value, or None
+    alpha: float
+    basis: Basis
+    existing_total: float  # E_f
+    existing_segment: float  # E_fS
+    code: int  # index into the family's per-values, -1 when there is no ``per``
+    breached: bool
+
+    @property
+    def rhs(self) -> float:
+        """``alpha * E_f - E_fS`` (0 on the ``new`` basis)."""
+        if self.basis == Basis.NEW:
+            return 0.0
+        return self.alpha * self.existing_total - self.existing_segment
+
+    @property
+    def label(self) -> str:
+        return self.name if self.value is None else f"{self.name}[{self.value}]"
+
+
+@dataclass(frozen=True, eq=False)
+class ConcFamily:
+    """A concentration limit of one funder, with every row it makes."""
+
+    route: int
+    spec: Concentration
+    where: np.ndarray  # n bool
+    per_codes: np.ndarray | None  # n int64, -1 where missing
+    per_values: pd.Index | None
+    basis: Basis
+    segments: tuple[Segment, ...]
+
+    def member_code(self) -> np.ndarray:
+        """Per loan: the segment index it belongs to in this family, or -1."""
+        if self.per_codes is None:
+            return np.where(self.where, 0, -1)
+        return np.where(self.where, self.per_codes, -1)
+
+
+@dataclass(frozen=True, eq=False)
+class WATest:
+    route: int
+    field: str
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class ObligorRow:
+    route: int
+    borrower: str
+    slot: int  # obligor slot of the borrower (index into Instance.obligor_borrowers)
+    existing: float
+    limit: float
+
+    @property
+    def rhs(self) -> float:
+        return self.limit - self.existing
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """The day's problem as arrays. Immutable; the engine never changes it."""
+
+    terms: Terms
+    loans: pd.DataFrame
+    route_ids: tuple[str, ...]
+    share: np.ndarray  # funder share s_f; 1 for the platform route
+    platform_share: np.ndarray  # platform money per unit of principal on each route
+    k1: np.ndarray  # cost per unit of principal per year of life
+    k0: np.ndarray  # cost per unit of principal, upfront
+    principal: np.ndarray
+    life: np.ndarray
+    elig: np.ndarray  # n x R bool
+    fields: dict[str, np.ndarray]  # weighted-average fields, float64
+    conc: tuple[ConcFamily, ...]
+    wa: tuple[WATest, ...]
+    obligor_slot: np.ndarray  # n int64: slot of a constrained borrower, -1 otherwise
+    obligor_borrowers: tuple[str, ...]
+    obligor_rows: tuple[ObligorRow, ...]
+    daily_max: np.ndarray  # R, inf when none
+    headroom: np.ndarray  # R, inf when none (facility_limit - outstanding)
+    daily_min: np.ndarray  # R, 0 when none
+    shortfall_fee: np.ndarray  # R
+    platform_capacity: float
+    penalty: float
+    breaches: tuple[dict[str, Any], ...]
+    digest: str
+    closed: dict[str, str] = field(default_factory=dict)  # route id -> reason it takes nothing
+
+    @property
+    def n(self) -> int:
+        return len(self.principal)
+
+    @property
+    def R(self) -> int:
+        return len(self.route_ids)
+
+    @property
+    def platform_route(self) -> int:
+        return self.R - 1
+
+    @property
+    def funders(self) -> tuple[Funder, ...]:
+        return self.terms.funders
+
+    def unit_cost(self) -> np.ndarray:
+        """Cost per unit of principal for every (loan, route): ``k1 * L + k0`` (n x R)."""
+        return self.life[:, None] * self.k1[None, :] + self.k0[None, :]
+
+
+def _digest(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None,
+            exposures: pd.DataFrame | None) -> str:
+    h = hashlib.sha256()
+    h.update(terms.canonical_json().encode())
+    for name, table in (("loans", loans), ("portfolio", portfolio), ("exposures", exposures)):
+        h.update(name.encode())
+        if table is None:
+            h.update(b"none")
+            continue
+        cols = sorted(table.columns)
+        h.update(",".join(cols).encode())
+        if len(table):
+            hashed = pd.util.hash_pandas_object(table[cols], index=False).to_numpy()
+            h.update(hashed.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _rule_problems(rules: dict, view: ColumnView, where: str, source: str,
+                   problems: Collector) -> bool:
+    ok = True
+    for col, rule in rules.items():
+        if not view.has(col):
+            problems.add(source, f"{where}.{col}",
+                         f"the rule names column '{col}', which the originations do not have")
+            ok = False
+            continue
+        try:
+            view.mask(col, rule)
+        except RuleError as exc:
+            problems.add(source, f"{where}.{col}", str(exc))
+            ok = False
+    return ok
+
+
+def compile_instance(
+    loans: pd.DataFrame,
+    terms: Terms,
+    portfolio: pd.DataFrame | None = None,
+    exposures: pd.DataFrame | None = None,
+    *,
+    sources: dict[str, str] | None = None,
+) -> Instance:
+    """Compile validated tables and terms into an :class:`Instance`.
+
+    Raises :class:`InputError` listing every rule that names a missing or mistyped column, a
+    portfolio that lacks a segment's column, and an ``unfunded_penalty`` that does not exceed a
+    route's cost per unit of principal.
+    """
+    src = {"funders": "funders", "originations": "originations", "portfolio": "portfolio",
+           "exposures": "exposures", **(sources or {})}
+    problems = Collector()
+    view = ColumnView(loans)
+    pview = ColumnView(portfolio) if portfolio is not None else None
+    funders = terms.funders
+    plat = terms.platform
+    R = len(funders) + 1
+    n = len(loans)
+    route_ids = terms.route_ids
+
+    # --- routes ------------------------------------------------------------------------------
+    share = np.array([f.funding_share for f in funders] + [1.0])
+    platform_share = np.array([1.0 - f.funding_share for f in funders] + [1.0])
+    rP = plat.cost_of_capital
+    k1 = np.array([f.funding_share * f.cost_of_funds + (1 - f.funding_share) * rP for f in funders] + [rP])
+    k0 = np.array([f.funding_share * f.upfront_fee for f in funders] + [0.0])
+
+    principal = loans["principal"].to_numpy(dtype="float64")
+    tenor = loans["tenor_months"].to_numpy(dtype="float64")
+    life = (tenor + 1.0) / 24.0
+    if "expected_life_years" in loans.columns:
+        given = loans["expected_life_years"].to_numpy(dtype="float64", na_value=np.nan)
+        life = np.where(np.isnan(given), life, given)
+
+    # --- eligibility -------------------------------------------------------------------------
+    elig = np.zeros((n, R), dtype=bool)
+    for r, f in enumerate(funders):
+        if _rule_problems(f.eligibility, view, f"funders[{f.id}].eligibility", src["funders"], problems):
+            elig[:, r] = view.all_of(f.eligibility)
+    if _rule_problems(plat.eligibility, view, "platform.eligibility", src["funders"], problems):
+        elig[:, R - 1] = view.all_of(plat.eligibility)
+
+    # --- weighted averages -------------------------------------------------------------------
+    fields: dict[str, np.ndarray] = {}
+    wa: list[WATest] = []
+    for r, f in enumerate(funders):
+        for j, t in enumerate(f.weighted_average):
+            where = f"funders[{f.id}].weighted_average[{j}].field"
+            if not view.has(t.field):
+                problems.add(src["funders"], where,
+                             f"the test reads column '{t.field}', which the originations do not have")
+                continue
+            if t.field not in fields:
+                try:
+                    fields[t.field] = view.numeric(t.field)
+                except RuleError:
+                    problems.add(src["funders"], where,
+                                 f"column '{t.field}' is not numeric; a weighted average needs numbers")
+                    continue
+            elig[:, r] &= ~np.isnan(fields[t.field])
+            wa.append(WATest(r, t.field, t.min, t.max))
+
+    # --- concentration -----------------------------------------------------------------------
+    breaches: list[dict[str, Any]] = []
+    conc: list[ConcFamily] = []
+    for r, f in enumerate(funders):
+        for j, c in enumerate(f.concentration):
+            key = f"funders[{f.id}].concentration[{c.name}]"
+            ok = _rule_problems(c.where, view, f"{key}.where", src["funders"], problems)
+            if c.per is not None and not view.has(c.per):
+                problems.add(src["funders"], f"{key}.per",
+                             f"'per' names column '{c.per}', which the originations do not have")
+                ok = False
+            basis = c.basis or (Basis.PORTFOLIO if portfolio is not None else Basis.NEW)
+            prows = None
+            if basis == Basis.PORTFOLIO and pview is not None:
+                missing = [col for col in c.columns() if not pview.has(col)]
+                for col in missing:
+                    problems.add(src["portfolio"], f"column '{col}'",
+                                 f"{key} is on the portfolio basis and reads '{col}', which the "
+                                 "portfolio positions do not have")
+                if missing:
+                    ok = False
+                else:
+                    prows = (portfolio["funder_id"] == f.id).fillna(False).to_numpy()
+            if not ok:
+                continue
+            where_mask = view.all_of(c.where)
+            per_codes = per_values = None
+            if c.per is not None:
+                per_codes, per_values = view.codes(c.per)
+            segs = _segments(len(conc), r, f, c, basis, where_mask, per_codes, per_values,
+                             elig[:, r], portfolio, pview, prows)
+            for s in segs:
+                if s.breached:
+                    breaches.append({
+                        "funder_id": f.id, "constraint": f"concentration:{s.label}",
+                        "kind": "concentration", "existing_share": s.existing_segment / s.existing_total
+                        if s.existing_total > 0 else None,
+                        "max_share": s.alpha, "existing_segment": s.existing_segment,
+                        "existing_total": s.existing_total,
+                        "action": "closed: no new loans of this segment go to this funder today",
+                    })
+                    member = where_mask if per_codes is None else where_mask & (per_codes == s.code)
+                    elig[:, r] &= ~member
+            conc.append(ConcFamily(r, c, where_mask, per_codes, per_values, basis, tuple(segs)))
+
+    # --- caps ----------------------------------------------------------------------------------
+    daily_max = np.array([f.daily_max if f.daily_max is not None else np.inf for f in funders] + [np.inf])
+    headroom = np.array(
+        [f.facility_limit - f.outstanding if f.facility_limit is not None else np.inf for f in funders]
+        + [np.inf]
+    )
+    closed: dict[str, str] = {}
+    for r, f in enumerate(funders):
+        if headroom[r] < 0:
+            breaches.append({"funder_id": f.id, "constraint": "facility_headroom", "kind": "facility_headroom",
+                             "outstanding": f.outstanding, "facility_limit": f.facility_limit,
+                             "action": "closed: outstanding already above the facility limit"})
+            closed[f.id] = "facility already above its limit"
+            elig[:, r] = False
+    daily_min = np.array([f.daily_min or 0.0 for f in funders] + [0.0])
+    fee = np.array([f.shortfall_fee for f in funders] + [0.0])
+    cap = plat.daily_capacity if plat.daily_capacity is not None else np.inf
+
+    # --- obligor limits ------------------------------------------------------------------------
+    slot = np.full(n, -1, dtype=np.int64)
+    borrowers: list[str] = []
+    orows: list[ObligorRow] = []
+    if any(f.obligor_limit is not None for f in funders):
+        if "borrower_id" not in loans.columns:
+            for f in funders:
+                if f.obligor_limit is not None:
+                    problems.add(src["funders"], f"funders[{f.id}].obligor_limit",
+                                 "an obligor limit needs the originations column 'borrower_id'")
+        else:
+            slot, borrowers, orows = _obligor(loans, funders, exposures, share, principal, elig, breaches)
+
+    # --- unfunded penalty ----------------------------------------------------------------------
+    if n:
+        for r in range(R):
+            if elig[:, r].any():
+                worst = float(k1[r] * life[elig[:, r]].max() + k0[r])
+                if worst >= plat.unfunded_penalty:
+                    problems.add(src["funders"], "platform.unfunded_penalty",
+                                 f"{plat.unfunded_penalty} does not exceed route '{route_ids[r]}''s cost "
+                                 f"per unit of principal ({worst:.6g}); raise it above every route's cost")
+    problems.raise_if_any()
+
+    return Instance(
+        terms=terms, loans=loans, route_ids=route_ids, share=share, platform_share=platform_share,
+        k1=k1, k0=k0, principal=principal, life=life, elig=elig, fields=fields, conc=tuple(conc),
+        wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
+        daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
+        platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
+        digest=_digest(loans, terms, portfolio, exposures), closed=closed,
+    )
+
+
+def _segments(family: int, r: int, f: Funder, c: Concentration, basis: Basis, where_mask: np.ndarray,
+              per_codes: np.ndarray | None, per_values: pd.Index | None, elig_r: np.ndarray,
+              portfolio: pd.DataFrame | None, pview: ColumnView | None,
+              prows: np.ndarray | None) -> list[Segment]:
+    """The rows of one concentration limit, with existing positions and breach flags."""
+    E = ES_where = 0.0
+    pvals: pd.Series | None = None
+    if basis == Basis.PORTFOLIO and prows is not None:
+        out = portfolio["outstanding"].to_numpy(dtype="float64")
+        E = float(out[prows].sum())
+        pw = prows & pview.all_of(c.where)
+        ES_where = float(out[pw].sum())
+        if c.per is not None:
+            pvals = pd.Series(out[pw]).groupby(portfolio[c.per][pw].astype(str).to_numpy()).sum()
+    segs: list[Segment] = []
+    if c.per is None:
+        breached = basis == Basis.PORTFOLIO and ES_where > c.max_share * E + BREACH_TOL * max(E, 1.0)
+        segs.append(Segment(family, r, c.name, None, c.max_share, basis, E, ES_where, -1, breached))
+        return segs
+    # one row per value present among today's eligible loans in the where-filter, and per value
+    # held in the portfolio (those may be breached even with no new loans today)
+    present = np.unique(per_codes[elig_r & where_mask & (per_codes >= 0)])
+    values = {str(per_values[k]): int(k) for k in present}
+    if pvals is not None:
+        value_index = {str(v): i for i, v in enumerate(per_values)}
+        for v in pvals.index:
+            values.setdefault(str(v), value_index.get(str(v), -2))
+    for v in sorted(values, key=lambda s: (values[s] < 0, s)):
+        code = values[v]
+        es = float(pvals.get(v, 0.0)) if pvals is not None else 0.0
+        breached = basis == Basis.PORTFOLIO and es > c.max_share * E + BREACH_TOL * max(E, 1.0)
+        label_value = per_values[code] if code >= 0 else v
+        segs.append(Segment(family, r, c.name, label_value, c.max_share, basis, E, es, code, breached))
+    return segs
+
+
+def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.DataFrame | None,
+             share: np.ndarray, principal: np.ndarray, elig: np.ndarray,
+             breaches: list[dict[str, Any]]) -> tuple[np.ndarray, list[str], list[ObligorRow]]:
+    """Pre-reduce obligor limits; return loan slots and the rows that can still bind.
+
+    A loan that alone exceeds its borrower's headroom at a funder is not eligible there; a
+    borrower whose eligible loans all fit needs no row. Only the rest get a row (and a slot, so
+    that their loans are never aggregated with another borrower's).
+    """
+    bcodes, buniques = pd.factorize(loans["borrower_id"], use_na_sentinel=True)
+    bcodes = np.asarray(bcodes, dtype=np.int64)
+    nb = len(buniques)
+    has_b = bcodes >= 0
+    slot_of_borrower = np.full(nb, -1, dtype=np.int64)
+    needed: list[tuple[int, int, float, float]] = []
+    for r, f in enumerate(funders):
+        if f.obligor_limit is None:
+            continue
+        elig[:, r] &= has_b
+        existing = np.zeros(nb)
+        if exposures is not None and len(exposures):
+            ex = exposures[exposures["funder_id"] == f.id]
+            if len(ex):
+                idx = buniques.get_indexer(ex["borrower_id"].astype(str))
+                ok = idx >= 0
+                np.add.at(existing, idx[ok], ex["outstanding"].to_numpy(dtype="float64")[ok])
+        over = existing > f.obligor_limit + 1e-9
+        for b in np.flatnonzero(over)[:1000]:
+            breaches.append({"funder_id": f.id, "constraint": f"obligor[{buniques[b]}]", "kind": "obligor",
+                             "existing": float(existing[b]), "limit": f.obligor_limit,
+                             "action": "closed: no new loans of this borrower go to this funder today"})
+        head = f.obligor_limit - existing
+        amount = share[r] * principal
+        safe_b = np.where(has_b, bcodes, 0)
+        fits = amount <= head[safe_b] + 1e-9
+        elig[:, r] &= fits
+        total = np.bincount(safe_b[elig[:, r]], weights=amount[elig[:, r]], minlength=nb)
+        binding = np.flatnonzero(total > head + 1e-9)
+        for b in binding:
+            needed.append((r, int(b), float(existing[b]), float(f.obligor_limit)))
+    borrowers: list[str] = []
+    rows: list[ObligorRow] = []
+    for r, b, ex, lim in needed:
+        if slot_of_borrower[b] < 0:
+            slot_of_borrower[b] = len(borrowers)
+            borrowers.append(str(buniques[b]))
+        rows.append(ObligorRow(r, str(buniques[b]), int(slot_of_borrower[b]), ex, lim))
+    slot = np.where(has_b, slot_of_borrower[np.where(has_b, bcodes, 0)], -1)
+    return slot.astype(np.int64), borrowers, rows
+
+
+def instance_summary(inst: Instance) -> dict[str, Any]:
+    return {"loans": inst.n, "routes": inst.R, "principal": float(inst.principal.sum()) if inst.n else 0.0,
+            "segments": sum(len(c.segments) for c in inst.conc), "wa_tests": len(inst.wa),
+            "obligor_rows": len(inst.obligor_rows), "life_years_max": float(inst.life.max()) if inst.n else math.nan}

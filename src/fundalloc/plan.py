@@ -1,0 +1,256 @@
+"""The allocation plan: an immutable value, and its four files.
+
+A plan is never ``None`` for failure: it carries its status, objective, lower bound, gap,
+timings, the breaches it worked around and, for each unfunded loan, the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from .engine import Solved
+from .evaluate import amounts, evaluate, platform_used
+from .instance import Instance
+
+
+class PlanStatus(StrEnum):
+    OPTIMAL = "optimal"  # holds every limit; gap to the LP bound within the tolerance
+    FEASIBLE = "feasible"  # holds every limit; gap above the tolerance
+    TIME_LIMIT = "time_limit"  # stopped by the time limit; the best plan found, holds every limit
+
+
+ALLOCATION_COLUMNS = ["loan_id", "funder_id", "funder_amount", "platform_amount", "cost"]
+
+
+def _frozen(df: pd.DataFrame) -> pd.DataFrame:
+    for c in df.columns:
+        arr = df[c].to_numpy()
+        if isinstance(arr, np.ndarray):
+            try:
+                arr.flags.writeable = False
+            except ValueError:
+                pass
+    return df
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    status: PlanStatus
+    objective: float
+    lower_bound: float
+    gap: float
+    funding_cost: float
+    unfunded_count: int
+    unfunded_principal: float
+    shortfall: float
+    breaches: tuple[dict[str, Any], ...]
+    inputs_digest: str
+    solver: dict[str, str]
+    timings: dict[str, float]
+    allocations: pd.DataFrame
+    funders: pd.DataFrame
+    constraints: pd.DataFrame
+    route_index: np.ndarray = field(repr=False)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``plan.json`` document."""
+        return {
+            "status": self.status.value,
+            "objective": self.objective,
+            "lower_bound": self.lower_bound,
+            "gap": self.gap,
+            "funding_cost": self.funding_cost,
+            "unfunded_count": self.unfunded_count,
+            "unfunded_principal": self.unfunded_principal,
+            "shortfall": self.shortfall,
+            "loan_count": int(len(self.allocations)),
+            "principal": float(self.funders["principal"].sum()) + self.unfunded_principal,
+            "breaches": list(self.breaches),
+            "binding_constraints": int(self.constraints["binding"].sum()) if len(self.constraints) else 0,
+            "inputs_digest": self.inputs_digest,
+            "solver": self.solver,
+            "timings": self.timings,
+            "stats": self.stats,
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write the four files atomically: into a sibling temp folder, then renamed into place."""
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            write_csv(self.allocations, tmp / "allocations.csv")
+            write_csv(self.funders, tmp / "funders.csv")
+            write_csv(self.constraints, tmp / "constraints.csv")
+            (tmp / "plan.json").write_text(json.dumps(_jsonable(self.summary()), indent=2) + "\n")
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("allocations.csv", "funders.csv", "constraints.csv", "plan.json"):
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Fast, deterministic CSV (Arrow's writer; floats in shortest round-trip form)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+
+def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> np.ndarray:
+    """Why each unfunded loan is unfunded, computed once per distinct eligibility pattern."""
+    R = inst.R
+    reason = np.full(inst.n, "", dtype=object)
+    unf = np.flatnonzero(route == R)
+    if len(unf) == 0:
+        return reason
+    binding = constraints[constraints["binding"] & constraints["hard"]] if len(constraints) else constraints
+    by_route: dict[int, list[str]] = {}
+    for r, grp in binding.groupby("route"):
+        by_route[int(r)] = list(grp["constraint"])
+    el = inst.elig[unf]
+    keys, inverse = np.unique(np.packbits(el, axis=1), axis=0, return_inverse=True)
+    texts = []
+    for k in range(len(keys)):
+        routes = np.flatnonzero(el[np.flatnonzero(inverse.ravel() == k)[0]])
+        if len(routes) == 0:
+            texts.append("eligible for no route")
+            continue
+        parts = []
+        for r in routes:
+            lim = [c for c in by_route.get(int(r), [])] + (
+                by_route.get(R - 1, []) if r != R - 1 and inst.platform_share[r] > 0 else [])
+            lim = [c for c in lim if c.startswith(("daily_max", "facility", "concentration", "weighted",
+                                                    "obligor", "platform"))]
+            parts.append(f"{inst.route_ids[r]} ({', '.join(lim) if lim else 'no capacity left at optimum'})")
+        texts.append("eligible routes at binding limits: " + "; ".join(parts))
+    reason[unf] = np.array(texts, dtype=object)[inverse.ravel()]
+    return reason
+
+
+def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timings: dict[str, float] | None = None) -> Plan:
+    R = inst.R
+    route = solved.route
+    funder_amt, platform_amt, cost = amounts(inst, route)
+    ids = np.array(list(inst.route_ids) + [""], dtype=object)
+    allocations = pd.DataFrame({
+        "loan_id": inst.loans["loan_id"].astype(str).to_numpy() if inst.n else np.array([], dtype=object),
+        "funder_id": ids[route] if inst.n else np.array([], dtype=object),
+        "funder_amount": funder_amt,
+        "platform_amount": platform_amt,
+        "cost": cost,
+    })
+    ev = evaluate(inst, route)
+    # shadow prices from the LP: d objective / d limit, in the limit's own units
+    duals = solved.lp_duals
+    dual_of = dict(zip(duals["label"], duals["dual"])) if len(duals) else {}
+    A_lp = solved.totals_lp
+    shadow = np.zeros(len(ev))
+    binding = np.zeros(len(ev), dtype=bool)
+    for i, row in enumerate(ev.itertuples(index=False)):
+        label = row.constraint
+        y = dual_of.get(label, 0.0)
+        r = row.route
+        if row.kind == "concentration":
+            from .engine import _segment_of
+            _, seg = _segment_of(inst, row.ref)
+            base = A_lp[r] + (seg.existing_total if seg.basis.value == "portfolio" else 0.0)
+            shadow[i] = y * base
+        elif row.kind.startswith("weighted_average"):
+            shadow[i] = y * A_lp[r]
+        else:
+            shadow[i] = y
+        binding[i] = abs(y) > 1e-12 or _tight(row)
+    ev["shadow_price"] = shadow
+    ev["binding"] = binding & ev["hard"].to_numpy() | (binding & (ev["kind"] == "daily_min").to_numpy())
+    constraints = ev[["constraint", "funder_id", "kind", "value", "limit", "slack", "binding", "shadow_price",
+                      "hard", "note", "route", "ref"]]
+    reasons = _reasons(inst, route, constraints)
+    allocations["unfunded_reason"] = reasons
+
+    # per-route table
+    A = np.bincount(route, weights=funder_amt, minlength=R + 1)[:R]
+    Bp = np.bincount(route, weights=platform_amt, minlength=R + 1)[:R]
+    P = np.bincount(route, weights=inst.principal, minlength=R + 1)[:R]
+    N = np.bincount(route, minlength=R + 1)[:R]
+    C = np.bincount(route, weights=cost, minlength=R + 1)[:R]
+    kinds = [f.kind.value for f in inst.funders] + ["platform"]
+    shortfall = np.maximum(inst.daily_min - A, 0.0)
+    shortfall[-1] = 0.0
+    def util(v, lim):
+        return np.where(np.isfinite(lim) & (lim > 0), v / np.where(lim > 0, lim, 1.0), np.nan)
+    funders = pd.DataFrame({
+        "funder_id": list(inst.route_ids), "kind": kinds, "funding_share": inst.share,
+        "loan_count": N, "principal": P, "funder_amount": A, "platform_amount": Bp, "cost": C,
+        "daily_max": np.where(np.isfinite(inst.daily_max), inst.daily_max, np.nan),
+        "daily_max_utilisation": util(A, inst.daily_max),
+        "facility_headroom": np.where(np.isfinite(inst.headroom), inst.headroom, np.nan),
+        "facility_headroom_utilisation": util(A, np.maximum(inst.headroom, 0)),
+        "daily_min": inst.daily_min, "shortfall": shortfall,
+        "shortfall_cost": shortfall * inst.shortfall_fee,
+    })
+    if np.isfinite(inst.platform_capacity):
+        plat = platform_used(inst, route)
+        funders["platform_capacity_utilisation"] = [np.nan] * (R - 1) + [plat / inst.platform_capacity if inst.platform_capacity > 0 else np.nan]
+
+    funding_cost = float(cost.sum())
+    unf = route == R
+    unfunded_principal = float(inst.principal[unf].sum())
+    short_cost = float((shortfall * inst.shortfall_fee).sum())
+    objective = funding_cost + inst.penalty * unfunded_principal + short_cost
+    lb = min(solved.lower_bound, objective)
+    gap = (objective - lb) / abs(lb) if abs(lb) > 1e-12 else (0.0 if abs(objective) <= 1e-9 else float("inf"))
+    gap = max(gap, 0.0)
+    if solved.status == "time_limit":
+        status = PlanStatus.TIME_LIMIT
+    else:
+        status = PlanStatus.OPTIMAL if gap <= gap_tolerance else PlanStatus.FEASIBLE
+    timings = {**(extra_timings or {}), **{k: round(v, 4) for k, v in solved.timings.items()}}
+    return Plan(
+        status=status, objective=objective, lower_bound=float(lb), gap=float(gap),
+        funding_cost=funding_cost, unfunded_count=int(unf.sum()), unfunded_principal=unfunded_principal,
+        shortfall=float(shortfall.sum()), breaches=inst.breaches, inputs_digest=inst.digest,
+        solver={"name": solved.solver, "version": solved.solver_version},
+        timings=timings, allocations=_frozen(allocations), funders=_frozen(funders),
+        constraints=_frozen(constraints.drop(columns=["route", "ref"]).reset_index(drop=True)),
+        route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective},
+    )
+
+
+def _tight(row) -> bool:
+    if not row.hard or row.note:
+        return False
+    lim = row.limit
+    slack = row.slack
+    if slack != slack:  # NaN
+        return False
+    scale = max(1.0, abs(lim))
+    return slack <= 1e-7 * scale

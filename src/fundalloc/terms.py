@@ -1,0 +1,337 @@
+"""The funders' terms: what is few and meaningful, as pydantic models.
+
+The YAML/JSON document of ``contract.md`` parses into :class:`Terms`. Unknown keys are errors
+(a typo such as ``daly_max`` must never be silently ignored), and every problem in the document is
+reported at once with its key path.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import Collector, InputError, Problem
+
+Scalar = Union[str, int, float, bool]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InRule(_Strict):
+    """The loan's value is one of ``values``."""
+
+    values: tuple[Scalar, ...]
+
+
+class RangeRule(_Strict):
+    """``min <= value <= max`` (both inclusive, either optional)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "RangeRule":
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs 'min' and/or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class NotInRule(_Strict):
+    """The loan's value is present and not one of ``not_in``."""
+
+    not_in: tuple[Scalar, ...]
+
+
+Rule = Union[InRule, RangeRule, NotInRule]
+
+
+def parse_rule(raw: Any) -> Rule:
+    """``[a, b]`` -> in; ``{min, max}`` -> range; ``{not_in: [...]}``; ``{in: [...]}``; a scalar -> in."""
+    if isinstance(raw, (InRule, RangeRule, NotInRule)):
+        return raw
+    if isinstance(raw, (list, tuple)):
+        if not raw:
+            raise ValueError("an empty list admits no loan; remove the rule or list values")
+        return InRule(values=tuple(raw))
+    if isinstance(raw, dict):
+        keys = set(raw)
+        if keys == {"in"}:
+            return parse_rule(list(raw["in"]))
+        if keys == {"not_in"}:
+            vals = raw["not_in"]
+            if not isinstance(vals, (list, tuple)):
+                raise ValueError("'not_in' takes a list of values")
+            return NotInRule(not_in=tuple(vals))
+        if keys and keys <= {"min", "max"}:
+            return RangeRule(**raw)
+        raise ValueError(
+            f"unknown rule keys {sorted(keys)}; expected a list, {{min, max}}, {{in: [...]}} "
+            "or {not_in: [...]}"
+        )
+    if isinstance(raw, (str, int, float, bool)):
+        return InRule(values=(raw,))
+    raise ValueError(f"cannot read a rule from {raw!r}")
+
+
+RuleMap = dict[str, Rule]
+
+
+def _parse_rule_map(value: Any) -> dict[str, Rule]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of column -> rule")
+    out: dict[str, Rule] = {}
+    for col, raw in value.items():
+        try:
+            out[str(col)] = parse_rule(raw)
+        except (ValueError, ValidationError) as exc:
+            raise ValueError(f"rule on '{col}': {_first_message(exc)}") from None
+    return out
+
+
+def _first_message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(e["msg"] for e in exc.errors())
+    return str(exc)
+
+
+class Basis(StrEnum):
+    NEW = "new"
+    PORTFOLIO = "portfolio"
+
+
+class FunderKind(StrEnum):
+    BANK = "bank"
+    ABS_WAREHOUSE = "abs_warehouse"
+    TRUST = "trust"
+    OTHER = "other"
+
+
+class Concentration(_Strict):
+    """A concentration limit: the segment's share of the funder's amount is at most ``max_share``."""
+
+    name: str
+    where: dict[str, Rule] = Field(default_factory=dict)
+    per: str | None = None
+    max_share: float
+    basis: Basis | None = None
+
+    _parse_where = field_validator("where", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+    @field_validator("max_share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"max_share must lie in [0, 1], got {v}")
+        return v
+
+    def columns(self) -> set[str]:
+        return set(self.where) | ({self.per} if self.per else set())
+
+
+class WeightedAverage(_Strict):
+    """The amount-weighted mean of ``field`` over today's allocation is within [min, max]."""
+
+    field: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "WeightedAverage":
+        if self.min is None and self.max is None:
+            raise ValueError("a weighted-average test needs 'min' and/or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class Funder(_Strict):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    kind: FunderKind = FunderKind.OTHER
+    funding_share: float
+    cost_of_funds: float
+    upfront_fee: float = 0.0
+    daily_max: NonNegative | None = None
+    daily_min: NonNegative | None = None
+    shortfall_fee: NonNegative = 0.01
+    facility_limit: NonNegative | None = None
+    outstanding: NonNegative = 0.0
+    eligibility: dict[str, Rule] = Field(default_factory=dict)
+    concentration: tuple[Concentration, ...] = ()
+    weighted_average: tuple[WeightedAverage, ...] = ()
+    obligor_limit: NonNegative | None = None
+
+    _parse_elig = field_validator("eligibility", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+    @field_validator("funding_share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError(f"funding_share must lie in (0, 1], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _min_max(self) -> "Funder":
+        if self.daily_min is not None and self.daily_max is not None and self.daily_min > self.daily_max:
+            raise ValueError(f"daily_min {self.daily_min} is above daily_max {self.daily_max}")
+        names = [c.name for c in self.concentration]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"concentration names repeat: {dup}")
+        return self
+
+    def columns(self) -> set[str]:
+        cols = set(self.eligibility)
+        for c in self.concentration:
+            cols |= c.columns()
+        cols |= {w.field for w in self.weighted_average}
+        if self.obligor_limit is not None:
+            cols.add("borrower_id")
+        return cols
+
+
+class Platform(_Strict):
+    id: str = Field(default="platform", min_length=1)
+    cost_of_capital: float
+    daily_capacity: NonNegative | None = None
+    max_bank_share: float = Field(default=0.70, gt=0, le=1)
+    unfunded_penalty: float = Field(default=1.0, gt=0)
+    eligibility: dict[str, Rule] = Field(default_factory=dict)
+
+    _parse_elig = field_validator("eligibility", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+
+class Terms(_Strict):
+    """The whole funders document: the platform and its funders."""
+
+    platform: Platform
+    funders: tuple[Funder, ...] = ()
+
+    @model_validator(mode="after")
+    def _ids(self) -> "Terms":
+        ids = [f.id for f in self.funders]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate funder ids: {dup}")
+        if self.platform.id in ids:
+            raise ValueError(
+                f"funder id '{self.platform.id}' is the platform's id; give the funder another id"
+            )
+        return self
+
+    @property
+    def route_ids(self) -> tuple[str, ...]:
+        return tuple(f.id for f in self.funders) + (self.platform.id,)
+
+    def columns(self) -> set[str]:
+        cols = set(self.platform.eligibility)
+        for f in self.funders:
+            cols |= f.columns()
+        return cols
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
+    """Turn a pydantic location into a key path with funder ids, e.g. ``funders[bank_a].daly_max``."""
+    parts: list[str] = []
+    node: Any = doc
+    for item in loc:
+        if isinstance(item, int) and isinstance(node, list):
+            ident = node[item].get("id") if item < len(node) and isinstance(node[item], dict) else None
+            parts[-1] = f"{parts[-1]}[{ident if ident else item}]" if parts else f"[{item}]"
+            node = node[item] if item < len(node) else None
+        else:
+            if str(item).startswith(("function-", "tagged-union")):
+                continue
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def terms_from_dict(doc: Any, source: str = "funders") -> Terms:
+    """Validate a funders document, collecting every problem with its key path."""
+    problems = Collector()
+    if not isinstance(doc, dict):
+        raise InputError(Problem(source, "", "expected a mapping with 'platform' and 'funders'"))
+    try:
+        terms = Terms.model_validate(doc)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = _loc(tuple(err["loc"]), doc)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{err['loc'][-1]}' (check the spelling; allowed keys are in contract.md)"
+            elif msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            problems.add(source, where, msg)
+        problems.raise_if_any()
+        raise  # pragma: no cover - unreachable
+    bank_cap = terms.platform.max_bank_share
+    for f in terms.funders:
+        if f.kind == FunderKind.BANK and f.funding_share > bank_cap + 1e-12:
+            problems.add(
+                source,
+                f"funders[{f.id}].funding_share",
+                f"a bank's funding_share {f.funding_share} is above max_bank_share {bank_cap} "
+                "(the platform must fund at least the rest)",
+            )
+    problems.raise_if_any()
+    return terms
+
+
+def load_terms(path: str | Path) -> Terms:
+    """Read a funders document from YAML or JSON."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(Problem(str(p), "", f"cannot read the file: {exc}")) from None
+    try:
+        doc = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise InputError(Problem(str(p), "", f"malformed {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}")) from None
+    return terms_from_dict(doc, str(p))
+
+
+__all__ = [
+    "Basis",
+    "Concentration",
+    "Funder",
+    "FunderKind",
+    "InRule",
+    "NotInRule",
+    "Platform",
+    "RangeRule",
+    "Rule",
+    "Terms",
+    "WeightedAverage",
+    "load_terms",
+    "parse_rule",
+    "terms_from_dict",
+]
