@@ -38,9 +38,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .backends import SolveOptions, SolveStatus, get_backend
+from .backends import Basis, SolveOptions, SolveStatus, get_backend
 from .errors import SolverError
-from .formulation import Problem, RowKind, Units, formulate
+from .formulation import Problem, RowKind, Units, drop_fixed_columns, formulate
 from .instance import Instance
 
 Progress = Callable[[str], None]
@@ -55,7 +55,7 @@ class PlanOptions:
     max_refinements: int = 30
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
-    fill_loans_per_bin: int = 2  # smallest loans of each whole bin left free in the MIP as fill
+    fill_loans_per_bin: int = 1  # smallest loans of each whole bin left free in the MIP as fill
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
     mip_time_limit: float = 30.0
 
@@ -243,6 +243,44 @@ def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     return rank
 
 
+def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, parent: np.ndarray,
+                  R: int) -> Basis:
+    """A starting basis for a refined LP: each child bin takes its parent's statuses.
+
+    The first child of a parent keeps the parent's pattern; every other child gets exactly one
+    basic column (the parent's largest route) so that the count of basics still matches the
+    count of rows. Coupling rows and auxiliary columns keep their statuses (same order).
+    """
+    lookup = np.full((old.n_units, R), -1, dtype=np.int64)
+    lookup[old.pair_unit, old.pair_route] = np.arange(old.n_pairs)
+    U = new.n_units
+    pu, pr = new.pair_unit, new.pair_route
+    oc = lookup[parent[pu], pr]
+    col = np.zeros(new.n_cols, dtype=np.int8)
+    col[:new.n_pairs] = np.where(oc >= 0, basis.col[np.maximum(oc, 0)], 0)
+    col[new.n_pairs:new.n_pairs + U] = basis.col[old.n_pairs + parent]
+    col[new.n_pairs + U:] = basis.col[old.n_pairs + old.n_units:]
+    row = np.empty(new.n_rows, dtype=np.int8)
+    row[:U] = basis.row[parent]
+    row[U:] = basis.row[old.n_units:]
+
+    first = np.zeros(U, dtype=bool)
+    _, idx = np.unique(parent, return_index=True)
+    first[idx] = True
+    extra = ~first
+    if extra.any():
+        T = np.zeros((old.n_units, R + 1))
+        T[old.pair_unit, old.pair_route] = x_old[:old.n_pairs]
+        T[:, R] = x_old[old.n_pairs:old.n_pairs + old.n_units]
+        best = T[parent].argmax(axis=1)  # per new unit
+        sel = extra[pu]
+        col[:new.n_pairs][sel] = np.where(pr[sel] == best[pu[sel]], 1, 0)
+        ucol = new.n_pairs + np.flatnonzero(extra)
+        col[ucol] = np.where(best[extra] == R, 1, 0)
+        row[:U][extra] = 0
+    return Basis(col, row)
+
+
 class Clock:
     def __init__(self, progress: Progress | None):
         self.timings: dict[str, float] = {}
@@ -283,15 +321,25 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     best_lb = -np.inf
     timed_out = False
     lp_sol = prob = None
+    parent: np.ndarray | None = None
     it = 0
-    stats: dict[str, float] = {"classes": ncls}
+    stats: dict[str, float] = {"classes": ncls, "simplex_iterations": 0}
+
+    def solve_lp(units: Units, parent: np.ndarray | None):
+        new = formulate(inst, units)
+        clock.lap("formulate")
+        warm = None
+        if parent is not None and lp_sol is not None and lp_sol.basis is not None:
+            warm = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R)
+        sol = backend.solve(new, SolveOptions(time_limit=remaining(), basis=warm))
+        clock.lap("lp")
+        stats["simplex_iterations"] += sol.detail.get("iterations", 0)
+        return new, sol
+
     while True:
         it += 1
         units = Units.build(inst, bins, nb)
-        prob = formulate(inst, units)
-        clock.lap("formulate")
-        lp_sol = backend.solve(prob, SolveOptions(time_limit=remaining()))
-        clock.lap("lp")
+        prob, lp_sol = solve_lp(units, parent)
         if lp_sol.x is None or lp_sol.row_dual is None:
             raise SolverError(f"the LP over {nb} bins ended with status {lp_sol.status} "
                               f"({lp_sol.detail.get('model_status')})")
@@ -309,6 +357,8 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         new_bins, new_nb = combine_keys([bins, argmin], n)
         if new_nb == nb:
             break
+        parent = np.zeros(new_nb, dtype=np.int64)
+        parent[new_bins] = bins
         bins, nb = new_bins, new_nb
     stats.update({"refinements": it, "bins": nb, "lp_gap": float(lp_gap)})
 
@@ -322,12 +372,12 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         in_big = big[bins]
         rank = _rank_within(bins, -inst.principal)
         chunk = np.where(in_big, rank // options.free_unit_size, -1)
-        bins, nb = combine_keys([bins, chunk], n)
+        new_bins, new_nb = combine_keys([bins, chunk], n)
+        parent = np.zeros(new_nb, dtype=np.int64)
+        parent[new_bins] = bins
+        bins, nb = new_bins, new_nb
         units = Units.build(inst, bins, nb)
-        prob = formulate(inst, units)
-        clock.lap("formulate")
-        sol = backend.solve(prob, SolveOptions(time_limit=remaining()))
-        clock.lap("lp")
+        prob, sol = solve_lp(units, parent)
         if sol.x is None or sol.row_dual is None:
             raise SolverError(f"the LP over {nb} bins ended with status {sol.status}")
         lp_sol = sol
@@ -355,7 +405,9 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     stats["free_loans"] = int((route < 0).sum())
     mip_status = SolveStatus.OPTIMAL
     if (route < 0).any():
-        route, mip_status = _place_split_loans(inst, route, cls, backend, options, remaining(), clock)
+        support = T[:, :R] > 1e-9
+        route, mip_status = _place_split_loans(inst, route, cls, support[bins], backend, options,
+                                               remaining(), clock, best_lb)
     clock.lap("mip")
 
     from .evaluate import repair
@@ -369,8 +421,9 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
                   solver_version=backend.version(), timings=clock.timings, stats=stats)
 
 
-def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, backend,
-                       options: PlanOptions, time_left: float, clock: Clock) -> tuple[np.ndarray, SolveStatus]:
+def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray, backend,
+                       options: PlanOptions, time_left: float, clock: Clock,
+                       lower_bound: float) -> tuple[np.ndarray, SolveStatus]:
     """Whole-loan MIP: loans of split bins are binary; everything else is fixed by class."""
     R = inst.R
     n = inst.n
@@ -392,11 +445,20 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, backe
     fixed_unit_route = np.zeros(fk_n, dtype=np.int64)
     fixed_unit_route[fk_codes] = fixed_route[fixed_mask]
     fixed[:fk_n] = fixed_unit_route
-    prob = formulate(inst, units, fixed=fixed)
+    allowed = np.ones((U, R), dtype=bool)
+    allowed[fk_n:] = loan_allowed[free_idx]
+    prob = formulate(inst, units, fixed=fixed, allowed=allowed)
     clock.lap("formulate")
     rel_gap = options.mip_rel_gap if options.mip_rel_gap is not None else options.gap_tolerance / 10
-    sol = backend.solve(prob, SolveOptions(time_limit=min(options.mip_time_limit, time_left),
-                                           mip_rel_gap=rel_gap))
+    small, keep, xf = drop_fixed_columns(prob)
+    # stop as soon as the plan is within half the tolerance of the valid LP bound
+    target = lower_bound + abs(lower_bound) * options.gap_tolerance / 2
+    sol = backend.solve(small, SolveOptions(time_limit=min(options.mip_time_limit, time_left),
+                                            mip_rel_gap=rel_gap, objective_target=target))
+    if sol.x is not None:
+        full = xf.copy()
+        full[keep] = sol.x
+        sol = type(sol)(**{**sol.__dict__, "x": full})
     if sol.x is None:
         # no whole-loan solution in time: free loans start unfunded and the repair makes it feasible
         out = route.copy()

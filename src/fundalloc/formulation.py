@@ -326,12 +326,14 @@ FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_
             define_platform_capacity)
 
 
-def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None) -> Problem:
+def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
+              allowed: np.ndarray | None = None) -> Problem:
     """Build the problem for ``units``.
 
     ``fixed`` (optional, per unit): a route index (``R`` for unfunded) that the unit is fixed to,
     or -1 for a free unit. Fixed units keep their columns with equal bounds, so the row layout
-    and labels do not depend on what is fixed.
+    and labels do not depend on what is fixed. ``allowed`` (optional, units x R bool) closes the
+    columns of routes a free unit may not take (upper bound 0).
     """
     cols = _Cols(inst, units)
     blocks: list[Block] = []
@@ -364,6 +366,8 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None) -> 
     col_hi = np.ones(cols.n)
     col_hi[cols.total] = np.inf
     col_hi[cols.shortfall[has_min]] = inst.daily_min[:F][has_min]
+    if allowed is not None:
+        col_hi[:cols.n_pairs] = np.where(allowed[pu, pr], col_hi[:cols.n_pairs], 0.0)
     integer = np.zeros(cols.n, dtype=bool)
     integer[:cols.n_pairs] = units.integer[pu]
     integer[cols.n_pairs:cols.n_pairs + U] = units.integer
@@ -381,3 +385,23 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None) -> 
         integer=integer, rows=rows, pair_unit=pu, pair_route=pr, n_units=U,
         total_col=cols.total, shortfall_col=cols.shortfall,
     )
+
+
+def drop_fixed_columns(problem: Problem) -> tuple[Problem, np.ndarray, np.ndarray]:
+    """Move columns with equal bounds into the row bounds and the objective offset.
+
+    Returns the smaller problem, the indices of the kept columns, and the full-length vector of
+    fixed values (to put a solution of the small problem back in place).
+    """
+    fixed = problem.col_lo == problem.col_hi
+    keep = np.flatnonzero(~fixed)
+    xf = np.where(fixed, problem.col_lo, 0.0)
+    shift = problem.A @ xf
+    small = Problem(
+        c=problem.c[keep], A=problem.A[:, keep], col_lo=problem.col_lo[keep], col_hi=problem.col_hi[keep],
+        row_lo=problem.row_lo - shift, row_hi=problem.row_hi - shift, integer=problem.integer[keep],
+        rows=problem.rows, pair_unit=problem.pair_unit, pair_route=problem.pair_route,
+        n_units=problem.n_units, total_col=problem.total_col, shortfall_col=problem.shortfall_col,
+        offset=problem.offset + float(problem.c @ xf),
+    )
+    return small, keep, xf

@@ -15,6 +15,7 @@ from ..formulation import Problem
 
 class SolveStatus(StrEnum):
     OPTIMAL = "optimal"  # proven optimal (MIP: within the requested gap)
+    TARGET = "target"  # MIP stopped because its incumbent reached the caller's objective target
     TIME_LIMIT = "time_limit"  # stopped at the time limit; x is the best solution found, if any
     INFEASIBLE = "infeasible"
     UNBOUNDED = "unbounded"
@@ -27,6 +28,16 @@ class SolveOptions:
     mip_rel_gap: float = 1e-7
     threads: int = 1
     verbose: bool = False
+    basis: "Basis | None" = None  # a starting basis (LP only; backends may ignore it)
+    objective_target: float | None = None  # MIP: stop once an incumbent is at or below this
+
+
+@dataclass(frozen=True, eq=False)
+class Basis:
+    """Simplex basis statuses: 0 at lower, 1 basic, 2 at upper, 3 zero (free), 4 nonbasic."""
+
+    col: np.ndarray  # int8 per column
+    row: np.ndarray  # int8 per row
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +51,7 @@ class Solution:
     solver: str
     version: str
     detail: dict = field(default_factory=dict)
+    basis: Basis | None = None
 
     @property
     def has_solution(self) -> bool:

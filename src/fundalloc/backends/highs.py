@@ -8,11 +8,14 @@ import highspy
 import numpy as np
 
 from ..formulation import Problem
-from . import Solution, SolveOptions, SolveStatus
+from . import Basis, Solution, SolveOptions, SolveStatus
+
+_BASIS_STATUS = [highspy.HighsBasisStatus(i) for i in range(5)]
 
 _STATUS = {
     highspy.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
     highspy.HighsModelStatus.kTimeLimit: SolveStatus.TIME_LIMIT,
+    highspy.HighsModelStatus.kObjectiveTarget: SolveStatus.TARGET,
     highspy.HighsModelStatus.kIterationLimit: SolveStatus.TIME_LIMIT,
     highspy.HighsModelStatus.kSolutionLimit: SolveStatus.TIME_LIMIT,
     highspy.HighsModelStatus.kInterrupt: SolveStatus.TIME_LIMIT,
@@ -40,6 +43,8 @@ class HighsBackend:
         mip = bool(problem.integer.any())
         if mip:
             h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
+            if options.objective_target is not None:
+                h.setOptionValue("objective_target", float(options.objective_target))
         lp = highspy.HighsLp()
         lp.num_col_ = problem.n_cols
         lp.num_row_ = problem.n_rows
@@ -58,6 +63,14 @@ class HighsBackend:
             lp.integrality_ = [highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous
                                for b in problem.integer]
         h.passModel(lp)
+        warm = False
+        if options.basis is not None and not mip:
+            b = highspy.HighsBasis()
+            b.col_status = [_BASIS_STATUS[i] for i in options.basis.col.tolist()]
+            b.row_status = [_BASIS_STATUS[i] for i in options.basis.row.tolist()]
+            b.alien = True  # let HiGHS repair a basis whose count of basics is off
+            b.valid = True
+            warm = h.setBasis(b) == highspy.HighsStatus.kOk
         h.run()
         ms = h.getModelStatus()
         status = _STATUS.get(ms, SolveStatus.ERROR)
@@ -68,7 +81,13 @@ class HighsBackend:
         duals = np.asarray(sol.row_dual) if (not mip and sol.dual_valid) else None
         obj = float(info.objective_function_value) if x is not None else float("nan")
         bound = float(info.mip_dual_bound) if mip else obj
+        basis = None
+        if not mip and info.basis_validity == 1:
+            hb = h.getBasis()
+            basis = Basis(np.fromiter((int(v) for v in hb.col_status), dtype=np.int8, count=problem.n_cols),
+                          np.fromiter((int(v) for v in hb.row_status), dtype=np.int8, count=problem.n_rows))
         return Solution(status, x, obj, bound, duals, time.perf_counter() - t0, self.name, self.version(),
                         {"model_status": h.modelStatusToString(ms),
                          "iterations": int(info.simplex_iteration_count),
-                         "mip_gap": float(info.mip_gap) if mip else 0.0})
+                         "warm_start": warm,
+                         "mip_gap": float(info.mip_gap) if mip else 0.0}, basis)

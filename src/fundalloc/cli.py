@@ -1,0 +1,136 @@
+"""The ``fundalloc`` command: a thin shell that parses, calls the library and formats.
+
+Exit codes (also in the README):
+
+- 0: success (``plan``: the plan was written; ``verify``: no hard constraint is broken)
+- 1: ``verify`` found a broken constraint; or an unexpected internal error
+- 2: invalid input (the message names the file, the row or key, and what is wrong); nothing written
+- 3: the solver failed and no plan could be made; nothing written
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .errors import FundallocError, InputError
+
+EXIT_OK = 0
+EXIT_VIOLATIONS = 1
+EXIT_INPUT = 2
+EXIT_SOLVER = 3
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    t0 = time.perf_counter()
+
+    def show(msg: str) -> None:
+        sys.stderr.write(f"[{time.perf_counter() - t0:7.2f}s] {msg}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--originations", required=True, help="originations CSV or Parquet")
+    p.add_argument("--funders", required=True, help="funders YAML or JSON")
+    p.add_argument("--portfolio", help="portfolio positions CSV or Parquet (optional)")
+    p.add_argument("--exposures", help="obligor exposures CSV or Parquet (optional)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fundalloc", description="Multi-lender funding allocation optimiser.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="plan a day and write the four plan files")
+    _add_inputs(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--solver", default="highs", choices=["highs", "ortools", "pulp"])
+    p.add_argument("--time-limit", type=float, default=300.0, help="seconds for the whole solve")
+    p.add_argument("--gap", type=float, default=1e-5, help="gap to the LP bound that counts as optimal")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show phases on stderr (default: when stderr is a terminal)")
+
+    v = sub.add_parser("verify", help="recompute every constraint and the objective of a plan folder")
+    _add_inputs(v)
+    v.add_argument("--plan", required=True, help="plan folder written by 'fundalloc plan'")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    return ap
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .api import load_day, plan
+    from .engine import PlanOptions
+
+    show = _progress(sys.stderr.isatty() if args.progress is None else args.progress)
+    if show:
+        show("reading and validating inputs")
+    day = load_day(args.originations, args.funders, args.portfolio, args.exposures)
+    opts = PlanOptions(solver=args.solver, time_limit=args.time_limit, gap_tolerance=args.gap)
+    result = plan(day, options=opts, progress=show)
+    if show:
+        show(f"writing {args.out}")
+    t0 = time.perf_counter()
+    result.write(args.out)
+    result.timings["write"] = round(time.perf_counter() - t0, 4)
+    # plan.json carries the write time too
+    (Path(args.out) / "plan.json").write_text(json.dumps(_json(result.summary()), indent=2) + "\n")
+    print(_summary_text(result))
+    return EXIT_OK
+
+
+def _json(obj):
+    from .plan import _jsonable
+    return _jsonable(obj)
+
+
+def _summary_text(result) -> str:
+    s = result.summary()
+    f = result.funders
+    used = f[f["loan_count"] > 0]
+    lines = [
+        f"status {s['status']}  objective {s['objective']:,.2f}  lower bound {s['lower_bound']:,.2f}  "
+        f"gap {s['gap']:.2e}",
+        f"loans {s['loan_count']:,}  principal {s['principal']:,.2f}  funding cost {s['funding_cost']:,.2f}",
+        f"unfunded {s['unfunded_count']:,} loans ({s['unfunded_principal']:,.2f})  "
+        f"shortfall {s['shortfall']:,.2f}  binding limits {s['binding_constraints']}  breaches {len(s['breaches'])}",
+        f"routes used {len(used)} of {len(f)}; solver {s['solver']['name']} {s['solver']['version']}; "
+        f"time {sum(v for k, v in s['timings'].items() if k in ('read_validate', 'compile', 'solve_total', 'report', 'write')):.2f}s",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_plan
+
+    rep = verify_plan(args.originations, args.funders, args.plan, args.portfolio, args.exposures)
+    if args.json:
+        print(json.dumps({"ok": rep.ok, "objective": rep.objective, "plan_objective": rep.plan_objective,
+                          "lower_bound": rep.lower_bound, "gap": rep.gap, "checked": rep.checked,
+                          "violations": rep.violations}, indent=2, default=float))
+    else:
+        print("\n".join(rep.lines()))
+    return EXIT_OK if rep.ok else EXIT_VIOLATIONS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"plan": cmd_plan, "verify": cmd_verify}[args.command]
+    try:
+        return handler(args)
+    except InputError as exc:
+        print(f"fundalloc {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except FundallocError as exc:
+        print(f"fundalloc {args.command}: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""An independent check of a plan folder against the input files.
+
+It shares nothing with the solve path but the edge readers: eligibility, every limit and the
+objective are recomputed here with plain pandas from ``allocations.csv`` and the inputs, in the
+words of ``model.md``. Tolerance: 0.01 currency units.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, Problem
+from .io import read_exposures, read_originations, read_portfolio, read_table
+from .terms import Basis, InRule, NotInRule, RangeRule, Rule, Terms, load_terms
+
+TOL = 0.01
+
+
+@dataclass
+class Report:
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    objective: float = float("nan")
+    plan_objective: float = float("nan")
+    lower_bound: float = float("nan")
+    gap: float = float("nan")
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def add(self, check: str, funder_id: str, detail: str, amount: float = float("nan")) -> None:
+        self.violations.append({"check": check, "funder_id": funder_id, "detail": detail, "amount": amount})
+
+    def lines(self) -> list[str]:
+        out = [f"checked {self.checked} constraints; objective {self.objective:,.4f} "
+               f"(plan.json {self.plan_objective:,.4f}); lower bound {self.lower_bound:,.4f}; gap {self.gap:.3e}"]
+        for v in self.violations[:200]:
+            out.append(f"VIOLATION {v['check']} [{v['funder_id']}]: {v['detail']}")
+        if len(self.violations) > 200:
+            out.append(f"... and {len(self.violations) - 200} more violations")
+        out.append("OK: no hard constraint is broken" if self.ok else f"FAILED: {len(self.violations)} violations")
+        return out
+
+
+def _rule_ok(series: pd.Series, rule: Rule) -> pd.Series:
+    present = series.notna()
+    if isinstance(rule, RangeRule):
+        v = pd.to_numeric(series, errors="coerce")
+        ok = v.notna()
+        if rule.min is not None:
+            ok &= v >= rule.min
+        if rule.max is not None:
+            ok &= v <= rule.max
+        return ok.fillna(False).astype(bool)
+    values = rule.values if isinstance(rule, InRule) else rule.not_in
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        hit = series.isin([float(v) for v in values])
+    else:
+        hit = series.astype("string").isin([str(v) for v in values])
+    hit = hit.fillna(False).astype(bool)
+    return (hit & present) if isinstance(rule, InRule) else (present & ~hit)
+
+
+def _all_rules(df: pd.DataFrame, rules: dict[str, Rule]) -> pd.Series:
+    ok = pd.Series(True, index=df.index)
+    for col, rule in rules.items():
+        ok &= _rule_ok(df[col], rule)
+    return ok
+
+
+def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | Path,
+                portfolio: str | Path | None = None, exposures: str | Path | None = None) -> Report:
+    terms: Terms = load_terms(funders)
+    loans = read_originations(originations)
+    port = read_portfolio(portfolio) if portfolio else None
+    expo = read_exposures(exposures) if exposures else None
+    plan_dir = Path(plan_dir)
+    alloc_path = plan_dir / "allocations.csv"
+    if not alloc_path.exists():
+        raise InputError(Problem(str(alloc_path), "", "the plan folder has no allocations.csv"))
+    alloc = read_table(alloc_path, string_columns=("loan_id", "funder_id"))
+    for c in ("loan_id", "funder_id", "funder_amount", "platform_amount", "cost"):
+        if c not in alloc.columns:
+            raise InputError(Problem(str(alloc_path), f"column '{c}'", "required column is missing"))
+    summary = json.loads((plan_dir / "plan.json").read_text()) if (plan_dir / "plan.json").exists() else {}
+
+    rep = Report()
+    plat = terms.platform
+    by_id = {f.id: f for f in terms.funders}
+
+    # every loan exactly once
+    ids = loans["loan_id"].astype(str)
+    aids = alloc["loan_id"].astype(str)
+    dup = aids[aids.duplicated()]
+    if len(dup):
+        rep.add("allocated_once", "", f"{len(dup)} loans appear more than once, e.g. {list(dup[:5])}")
+    missing = set(ids) - set(aids)
+    extra = set(aids) - set(ids)
+    if missing:
+        rep.add("allocated_once", "", f"{len(missing)} loans have no allocation row, e.g. {sorted(missing)[:5]}")
+    if extra:
+        rep.add("allocated_once", "", f"{len(extra)} allocation rows name unknown loans, e.g. {sorted(extra)[:5]}")
+    rep.checked += 1
+
+    df = loans.merge(alloc.drop_duplicates("loan_id"), on="loan_id", how="left", validate="one_to_one")
+    route = df["funder_id"].fillna("").astype(str)
+    known = set(by_id) | {plat.id, ""}
+    unknown = sorted(set(route) - known)
+    if unknown:
+        rep.add("route", "", f"unknown funder ids in allocations: {unknown[:5]}")
+    p = df["principal"].astype(float)
+    life = (df["tenor_months"].astype(float) + 1) / 24
+    if "expected_life_years" in df.columns:
+        life = df["expected_life_years"].astype(float).where(df["expected_life_years"].notna(), life)
+    share = route.map({**{f.id: f.funding_share for f in terms.funders}, plat.id: 1.0}).astype(float)
+    rate = route.map({**{f.id: f.cost_of_funds for f in terms.funders}, plat.id: plat.cost_of_capital}).astype(float)
+    fee = route.map({**{f.id: f.upfront_fee for f in terms.funders}, plat.id: 0.0}).astype(float)
+    funded = route != ""
+    a = (share * p).where(funded, 0.0)
+    b = ((1 - share) * p).where(funded & (route != plat.id), 0.0)
+    cost = (p * (share * (rate * life + fee) + (1 - share) * plat.cost_of_capital * life)).where(funded, 0.0)
+
+    fa = df["funder_amount"].astype(float).fillna(0.0)
+    pa = df["platform_amount"].astype(float).fillna(0.0)
+    ca = df["cost"].astype(float).fillna(0.0)
+    for name, mine, theirs in (("funder_amount", a, fa), ("platform_amount", b, pa), ("cost", cost, ca)):
+        bad = (mine - theirs).abs() > TOL
+        if bad.any():
+            rep.add("amounts", "", f"{int(bad.sum())} rows where {name} differs from the model "
+                                   f"(first: loan {df.loc[bad.idxmax(), 'loan_id']})")
+    rep.checked += 1
+
+    # eligibility and closures
+    for f in list(terms.funders) + [None]:
+        fid = f.id if f else plat.id
+        mask = route == fid
+        if not mask.any():
+            continue
+        sub = df[mask]
+        rules = f.eligibility if f else plat.eligibility
+        ok = _all_rules(sub, rules)
+        if f:
+            for w in f.weighted_average:
+                ok &= pd.to_numeric(sub[w.field], errors="coerce").notna()
+            if f.obligor_limit is not None:
+                ok &= sub["borrower_id"].notna() if "borrower_id" in sub else False
+        if (~ok).any():
+            rep.add("eligibility", fid, f"{int((~ok).sum())} loans not eligible, e.g. {list(sub.loc[~ok, 'loan_id'][:5])}")
+        rep.checked += 1
+
+    A = a.groupby(route).sum()
+    for f in terms.funders:
+        Af = float(A.get(f.id, 0.0))
+        if f.daily_max is not None:
+            rep.checked += 1
+            if Af > f.daily_max + TOL:
+                rep.add("daily_max", f.id, f"{Af:,.2f} > {f.daily_max:,.2f}", Af - f.daily_max)
+        if f.facility_limit is not None:
+            rep.checked += 1
+            head = f.facility_limit - f.outstanding
+            if Af > max(head, 0.0) + TOL:
+                rep.add("facility_headroom", f.id, f"{Af:,.2f} > headroom {head:,.2f}", Af - head)
+        on = route == f.id
+        for c in f.concentration:
+            basis = c.basis or (Basis.PORTFOLIO if port is not None else Basis.NEW)
+            seg = _all_rules(df, c.where) & on
+            E = ES = 0.0
+            pseg = None
+            if basis == Basis.PORTFOLIO and port is not None:
+                prow = port[port["funder_id"] == f.id]
+                E = float(prow["outstanding"].sum())
+                pin = prow[_all_rules(prow, c.where)]
+                ES = float(pin["outstanding"].sum())
+                if c.per:
+                    pseg = pin.groupby(pin[c.per].astype(str))["outstanding"].sum()
+            groups: list[tuple[str, pd.Series, float]]
+            if c.per:
+                keys = df[c.per].astype("string")
+                vals = set(keys[seg].dropna().unique()) | (set(pseg.index) if pseg is not None else set())
+                groups = [(v, seg & (keys == v).fillna(False), float(pseg.get(v, 0.0)) if pseg is not None else 0.0)
+                          for v in sorted(vals)]
+            else:
+                groups = [("", seg, ES)]
+            for v, m, es in groups:
+                rep.checked += 1
+                new_seg = float(a[m].sum())
+                label = f"{c.name}[{v}]" if v else c.name
+                if basis == Basis.PORTFOLIO and es > c.max_share * E + 1e-9 * max(E, 1.0):
+                    if new_seg > TOL:
+                        rep.add("concentration", f.id, f"{label}: portfolio already above the cap, yet "
+                                                       f"{new_seg:,.2f} of new loans were added", new_seg)
+                    continue
+                held = es + new_seg
+                base = (E if basis == Basis.PORTFOLIO else 0.0) + Af
+                if held > c.max_share * base + TOL:
+                    rep.add("concentration", f.id, f"{label}: {held:,.2f} > {c.max_share} x {base:,.2f}",
+                            held - c.max_share * base)
+        for w in f.weighted_average:
+            rep.checked += 1
+            vals = pd.to_numeric(df.loc[on, w.field], errors="coerce")
+            amt = a[on]
+            if w.min is not None:
+                s = float((amt * (vals - w.min)).sum())
+                if s < -TOL:
+                    rep.add("weighted_average_min", f.id, f"{w.field}: average below {w.min}", -s)
+            if w.max is not None:
+                s = float((amt * (vals - w.max)).sum())
+                if s > TOL:
+                    rep.add("weighted_average_max", f.id, f"{w.field}: average above {w.max}", s)
+        if f.obligor_limit is not None and on.any():
+            per_b = a[on].groupby(df.loc[on, "borrower_id"].astype(str)).sum()
+            if expo is not None:
+                ex = expo[expo["funder_id"] == f.id].groupby("borrower_id")["outstanding"].sum()
+                per_b = per_b.add(ex.reindex(per_b.index).fillna(0.0), fill_value=0.0)
+            over = per_b[per_b > f.obligor_limit + TOL]
+            rep.checked += len(per_b)
+            for bid, val in over.items():
+                rep.add("obligor", f.id, f"borrower {bid}: {val:,.2f} > {f.obligor_limit:,.2f}", val - f.obligor_limit)
+
+    if plat.daily_capacity is not None:
+        rep.checked += 1
+        used = float(b.sum() + p[route == plat.id].sum())
+        if used > plat.daily_capacity + TOL:
+            rep.add("platform_capacity", plat.id, f"{used:,.2f} > {plat.daily_capacity:,.2f}",
+                    used - plat.daily_capacity)
+
+    shortfall = sum(f.shortfall_fee * max(0.0, (f.daily_min or 0.0) - float(A.get(f.id, 0.0)))
+                    for f in terms.funders)
+    rep.objective = float(cost.sum() + plat.unfunded_penalty * p[~funded].sum() + shortfall)
+    rep.plan_objective = float(summary.get("objective", float("nan")))
+    rep.lower_bound = float(summary.get("lower_bound", float("nan")))
+    if np.isfinite(rep.lower_bound) and abs(rep.lower_bound) > 0:
+        rep.gap = (rep.objective - rep.lower_bound) / abs(rep.lower_bound)
+    elif rep.objective == 0:
+        rep.gap = 0.0
+    if np.isfinite(rep.plan_objective) and abs(rep.plan_objective - rep.objective) > max(TOL, 1e-9 * abs(rep.objective)):
+        rep.add("objective", "", f"plan.json says {rep.plan_objective:,.4f}, the files give {rep.objective:,.4f}")
+    return rep
