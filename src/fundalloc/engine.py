@@ -201,28 +201,36 @@ def _segment_of(inst: Instance, ref: int):
     raise IndexError(ref)  # pragma: no cover
 
 
-def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, chunk: int = 1 << 21) -> tuple[float, np.ndarray]:
-    """Loan-level Lagrangian bound and each loan's cheapest option (R = unfunded)."""
+def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray,
+               chunk: int = 1 << 21) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loan-level Lagrangian bound, each loan's cheapest option and its runner-up (R = unfunded)."""
     n, R = inst.n, inst.R
     total = dual.const
     best_route = np.empty(n, dtype=np.int64)
+    second_route = np.empty(n, dtype=np.int64)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
         c = cls[sl]
         L = inst.life[sl]
         best = np.full(len(L), inst.penalty)
         arg = np.full(len(L), R, dtype=np.int64)
+        second = np.full(len(L), np.inf)
+        arg2 = np.full(len(L), R, dtype=np.int64)
         for r in range(R):
             rc = dual.base[c, r] + dual.life_coef[r] * L
             for name, coef in dual.field_coef.items():
                 if coef[r] != 0.0:
                     rc = rc + coef[r] * np.nan_to_num(inst.fields[name][sl])
             better = rc < best
+            runner = ~better & (rc < second)
+            second = np.where(better, best, np.where(runner, rc, second))
+            arg2 = np.where(better, arg, np.where(runner, r, arg2))
             best = np.where(better, rc, best)
             arg[better] = r
         total += float(np.dot(inst.principal[sl], best))
         best_route[sl] = arg
-    return total, best_route
+        second_route[sl] = arg2
+    return total, best_route, second_route
 
 
 def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
@@ -346,7 +354,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         if lp_sol.status == SolveStatus.TIME_LIMIT:
             timed_out = True
         dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
-        lb, argmin = lagrangian(inst, dual, cls)
+        lb, argmin, runner_up = lagrangian(inst, dual, cls)
         best_lb = max(best_lb, lb)
         clock.lap("bound")
         ub = lp_sol.objective
@@ -382,7 +390,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
             raise SolverError(f"the LP over {nb} bins ended with status {sol.status}")
         lp_sol = sol
         dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
-        lb, _ = lagrangian(inst, dual, cls)
+        lb, argmin, runner_up = lagrangian(inst, dual, cls)
         best_lb = max(best_lb, lb)
         clock.lap("bound")
     T = _unit_fractions(prob, lp_sol.x, R)
@@ -405,8 +413,15 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     stats["free_loans"] = int((route < 0).sum())
     mip_status = SolveStatus.OPTIMAL
     if (route < 0).any():
-        support = T[:, :R] > 1e-9
-        route, mip_status = _place_split_loans(inst, route, cls, support[bins], backend, options,
+        # a free loan may take its bin's LP routes and its two cheapest routes at the LP prices
+        bin_support = (T[:, :R] > 1e-9)[bins]
+        allowed = bin_support.copy()
+        rows = np.arange(n)
+        for pick in (argmin, runner_up):
+            ok = pick < R
+            allowed[rows[ok], pick[ok]] = True
+        allowed &= inst.elig
+        route, mip_status = _place_split_loans(inst, route, cls, allowed, bin_support, backend, options,
                                                remaining(), clock, best_lb)
     clock.lap("mip")
 
@@ -421,7 +436,8 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
                   solver_version=backend.version(), timings=clock.timings, stats=stats)
 
 
-def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray, backend,
+def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
+                       bin_support: np.ndarray, backend,
                        options: PlanOptions, time_left: float, clock: Clock,
                        lower_bound: float) -> tuple[np.ndarray, SolveStatus]:
     """Whole-loan MIP: loans of split bins are binary; everything else is fixed by class."""
@@ -445,20 +461,36 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
     fixed_unit_route = np.zeros(fk_n, dtype=np.int64)
     fixed_unit_route[fk_codes] = fixed_route[fixed_mask]
     fixed[:fk_n] = fixed_unit_route
-    allowed = np.ones((U, R), dtype=bool)
-    allowed[fk_n:] = loan_allowed[free_idx]
-    prob = formulate(inst, units, fixed=fixed, allowed=allowed)
-    clock.lap("formulate")
     rel_gap = options.mip_rel_gap if options.mip_rel_gap is not None else options.gap_tolerance / 10
-    small, keep, xf = drop_fixed_columns(prob)
     # stop as soon as the plan is within half the tolerance of the valid LP bound
     target = lower_bound + abs(lower_bound) * options.gap_tolerance / 2
-    sol = backend.solve(small, SolveOptions(time_limit=min(options.mip_time_limit, time_left),
-                                            mip_rel_gap=rel_gap, objective_target=target))
-    if sol.x is not None:
-        full = xf.copy()
-        full[keep] = sol.x
-        sol = type(sol)(**{**sol.__dict__, "x": full})
+    deadline = time.perf_counter() + min(options.mip_time_limit, time_left)
+
+    def run(allowed_free: np.ndarray, start: np.ndarray | None):
+        allowed = np.ones((U, R), dtype=bool)
+        allowed[fk_n:] = allowed_free
+        prob = formulate(inst, units, fixed=fixed, allowed=allowed)
+        small, keep, xf = drop_fixed_columns(prob)
+        sol = backend.solve(small, SolveOptions(
+            time_limit=max(1.0, deadline - time.perf_counter()), mip_rel_gap=rel_gap, objective_target=target,
+            start=None if start is None else start[keep]))
+        if sol.x is not None:
+            full = xf.copy()
+            full[keep] = sol.x
+            sol = type(sol)(**{**sol.__dict__, "x": full})
+        return prob, sol
+
+    # first only the routes each free loan's bin uses in the LP: small and quick; then, if that
+    # misses the target, also each loan's cheaper alternatives, starting from the first answer
+    support = loan_allowed[free_idx] & bin_support[free_idx]
+    prob, sol = run(support, None)
+    clock.say(f"whole-loan MIP (LP routes): {sol.status}, objective {sol.objective:,.2f}")
+    wider = loan_allowed[free_idx]
+    if (sol.x is None or sol.objective > target) and (wider != support).any() and time.perf_counter() < deadline:
+        prob2, sol2 = run(wider, sol.x)
+        clock.say(f"whole-loan MIP (more routes): {sol2.status}, objective {sol2.objective:,.2f}")
+        if sol2.x is not None and (sol.x is None or sol2.objective < sol.objective):
+            prob, sol = prob2, sol2
     if sol.x is None:
         # no whole-loan solution in time: free loans start unfunded and the repair makes it feasible
         out = route.copy()

@@ -263,7 +263,8 @@ def _loc(loc: tuple[Any, ...], doc: dict[str, Any]) -> str:
     node: Any = doc
     for item in loc:
         if isinstance(item, int) and isinstance(node, list):
-            ident = node[item].get("id") if item < len(node) and isinstance(node[item], dict) else None
+            entry = node[item] if item < len(node) and isinstance(node[item], dict) else {}
+            ident = entry.get("id") or entry.get("name")
             parts[-1] = f"{parts[-1]}[{ident if ident else item}]" if parts else f"[{item}]"
             node = node[item] if item < len(node) else None
         else:

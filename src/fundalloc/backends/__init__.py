@@ -30,6 +30,7 @@ class SolveOptions:
     verbose: bool = False
     basis: "Basis | None" = None  # a starting basis (LP only; backends may ignore it)
     objective_target: float | None = None  # MIP: stop once an incumbent is at or below this
+    start: np.ndarray | None = None  # MIP: a feasible point to start from (backends may ignore it)
 
 
 @dataclass(frozen=True, eq=False)

@@ -71,6 +71,11 @@ class HighsBackend:
             b.alien = True  # let HiGHS repair a basis whose count of basics is off
             b.valid = True
             warm = h.setBasis(b) == highspy.HighsStatus.kOk
+        if mip and options.start is not None:
+            start = highspy.HighsSolution()
+            start.col_value = np.asarray(options.start, dtype=np.float64)
+            start.value_valid = True
+            h.setSolution(start)
         h.run()
         ms = h.getModelStatus()
         status = _STATUS.get(ms, SolveStatus.ERROR)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+FIXTURES = ROOT / "fixtures"
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(FIXTURES))
+
+
+def write_day(tmp: Path, loans: pd.DataFrame | str, funders: dict | str, portfolio: pd.DataFrame | None = None,
+              exposures: pd.DataFrame | None = None, loans_name: str = "loans.csv") -> dict[str, str]:
+    """Write a day's files into ``tmp`` and return the CLI arguments."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    lp = tmp / loans_name
+    if isinstance(loans, str):
+        lp.write_text(loans)
+    elif loans_name.endswith(".parquet"):
+        loans.to_parquet(lp, index=False)
+    else:
+        loans.to_csv(lp, index=False)
+    fp = tmp / "funders.yaml"
+    fp.write_text(funders if isinstance(funders, str) else yaml.safe_dump(funders, sort_keys=False))
+    out = {"originations": str(lp), "funders": str(fp)}
+    if portfolio is not None:
+        pp = tmp / "portfolio.csv"
+        portfolio.to_csv(pp, index=False)
+        out["portfolio"] = str(pp)
+    if exposures is not None:
+        xp = tmp / "exposures.csv"
+        exposures.to_csv(xp, index=False)
+        out["exposures"] = str(xp)
+    return out
+
+
+def cli_args(files: dict[str, str]) -> list[str]:
+    args = []
+    for k in ("originations", "funders", "portfolio", "exposures"):
+        if k in files:
+            args += [f"--{k}", files[k]]
+    return args
+
+
+def simple_terms(**platform) -> dict:
+    return {
+        "platform": {"id": "platform", "cost_of_capital": 0.10, **platform},
+        "funders": [
+            {"id": "bank_a", "kind": "bank", "funding_share": 0.7, "cost_of_funds": 0.04, "daily_max": 7000},
+            {"id": "trust_b", "kind": "trust", "funding_share": 1.0, "cost_of_funds": 0.08},
+        ],
+    }
+
+
+def simple_loans() -> pd.DataFrame:
+    return pd.DataFrame({
+        "loan_id": ["L1", "L2", "L3"], "principal": [10000.0, 6000.0, 3000.0],
+        "tenor_months": [11, 11, 11], "apr": [0.12, 0.15, 0.2],
+        "risk_grade": ["A", "B", "C"], "province": ["GD", "ZJ", "GD"], "score": [720, 680, 650],
+        "borrower_id": ["B1", "B2", "B3"],
+    })
+
+
+@pytest.fixture
+def day100k() -> dict[str, str]:
+    d = FIXTURES / "day100k"
+    return {"originations": str(d / "originations.parquet"), "funders": str(d / "funders.yaml"),
+            "portfolio": str(d / "portfolio.csv"), "exposures": str(d / "exposures.csv")}
