@@ -55,9 +55,9 @@ class PlanOptions:
     max_refinements: int = 30
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
-    fill_loans_per_bin: int = 1  # smallest loans of each whole bin left free in the MIP as fill
+    neighbourhood_per_route: int = 40  # loans per route, cheapest to move, freed in the whole-loan MIP
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
-    mip_time_limit: float = 30.0
+    mip_time_limit: float = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,13 +201,23 @@ def _segment_of(inst: Instance, ref: int):
     raise IndexError(ref)  # pragma: no cover
 
 
+@dataclass(frozen=True, eq=False)
+class Pricing:
+    """Each loan's cheapest option and runner-up at the LP prices (R = unfunded)."""
+
+    best: np.ndarray
+    second: np.ndarray
+    move_cost: np.ndarray  # (rc_second - rc_best) * principal: what moving the loan costs
+
+
 def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray,
-               chunk: int = 1 << 21) -> tuple[float, np.ndarray, np.ndarray]:
-    """Loan-level Lagrangian bound, each loan's cheapest option and its runner-up (R = unfunded)."""
+               chunk: int = 1 << 21) -> tuple[float, Pricing]:
+    """Loan-level Lagrangian bound, and each loan's cheapest option and runner-up."""
     n, R = inst.n, inst.R
     total = dual.const
     best_route = np.empty(n, dtype=np.int64)
     second_route = np.empty(n, dtype=np.int64)
+    move_cost = np.empty(n)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
         c = cls[sl]
@@ -230,7 +240,8 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray,
         total += float(np.dot(inst.principal[sl], best))
         best_route[sl] = arg
         second_route[sl] = arg2
-    return total, best_route, second_route
+        move_cost[sl] = (np.minimum(second, inst.penalty) - best) * inst.principal[sl]
+    return total, Pricing(best_route, second_route, move_cost)
 
 
 def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
@@ -354,7 +365,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         if lp_sol.status == SolveStatus.TIME_LIMIT:
             timed_out = True
         dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
-        lb, argmin, runner_up = lagrangian(inst, dual, cls)
+        lb, pricing = lagrangian(inst, dual, cls)
         best_lb = max(best_lb, lb)
         clock.lap("bound")
         ub = lp_sol.objective
@@ -362,7 +373,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         clock.say(f"refinement {it}: {nb:,} bins, LP {ub:,.2f}, bound {best_lb:,.2f}, gap {lp_gap:.2e}")
         if lp_gap <= options.lp_tolerance or it >= options.max_refinements or timed_out:
             break
-        new_bins, new_nb = combine_keys([bins, argmin], n)
+        new_bins, new_nb = combine_keys([bins, pricing.best], n)
         if new_nb == nb:
             break
         parent = np.zeros(new_nb, dtype=np.int64)
@@ -390,7 +401,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
             raise SolverError(f"the LP over {nb} bins ended with status {sol.status}")
         lp_sol = sol
         dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
-        lb, argmin, runner_up = lagrangian(inst, dual, cls)
+        lb, pricing = lagrangian(inst, dual, cls)
         best_lb = max(best_lb, lb)
         clock.lap("bound")
     T = _unit_fractions(prob, lp_sol.x, R)
@@ -406,22 +417,27 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
                   "lp_objective": float(lp_sol.objective)})
     clock.say(f"whole loans: {int(split.sum())} split bins, {int(loan_split.sum())} loans to place")
 
-    # free the split bins' loans, plus the few smallest loans of every whole bin: when whole
-    # loans cannot fill a binding limit exactly, the MIP needs loans it may pull in or push out
-    fill = _rank_within(bins, inst.principal) < options.fill_loans_per_bin
-    route = np.where(loan_split | fill, -1, whole_route[bins])
+    # Whole loans. Free: every loan of a split bin, and the loans that are cheapest to move at
+    # the LP prices (small loans nearly indifferent between two routes): when whole loans cannot
+    # fill a binding limit exactly, those are what the MIP trades to close the gap.
+    route = np.where(loan_split, -1, whole_route[bins])
+    bin_support = (T[:, :R] > 1e-9)[bins]
+    # per route (and among the unfunded), the loans there that are cheapest to move make room
+    cand = ~loan_split & (pricing.second < R)
+    here = np.where(cand, whole_route[bins], -1)
+    rank = _rank_within(here, pricing.move_cost)
+    movable = cand & (rank < options.neighbourhood_per_route)
+    route[movable] = -1
+    allowed = bin_support.copy()
+    rows = np.arange(n)
+    for pick in (pricing.best, pricing.second):
+        ok = (pick < R) & (route < 0)
+        allowed[rows[ok], pick[ok]] = True
+    allowed &= inst.elig
     stats["free_loans"] = int((route < 0).sum())
     mip_status = SolveStatus.OPTIMAL
     if (route < 0).any():
-        # a free loan may take its bin's LP routes and its two cheapest routes at the LP prices
-        bin_support = (T[:, :R] > 1e-9)[bins]
-        allowed = bin_support.copy()
-        rows = np.arange(n)
-        for pick in (argmin, runner_up):
-            ok = pick < R
-            allowed[rows[ok], pick[ok]] = True
-        allowed &= inst.elig
-        route, mip_status = _place_split_loans(inst, route, cls, allowed, bin_support, backend, options,
+        route, mip_status = _place_split_loans(inst, route, cls, allowed, backend, options,
                                                remaining(), clock, best_lb)
     clock.lap("mip")
 
@@ -437,10 +453,10 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
 
 
 def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
-                       bin_support: np.ndarray, backend,
-                       options: PlanOptions, time_left: float, clock: Clock,
+                       backend, options: PlanOptions, time_left: float, clock: Clock,
                        lower_bound: float) -> tuple[np.ndarray, SolveStatus]:
-    """Whole-loan MIP: loans of split bins are binary; everything else is fixed by class."""
+    """Whole-loan MIP: free loans (route -1) are binary over their allowed routes; every other
+    loan keeps its route and is aggregated by (class, route), so the MIP stays small."""
     R = inst.R
     n = inst.n
     free = route < 0
@@ -480,17 +496,8 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
             sol = type(sol)(**{**sol.__dict__, "x": full})
         return prob, sol
 
-    # first only the routes each free loan's bin uses in the LP: small and quick; then, if that
-    # misses the target, also each loan's cheaper alternatives, starting from the first answer
-    support = loan_allowed[free_idx] & bin_support[free_idx]
-    prob, sol = run(support, None)
-    clock.say(f"whole-loan MIP (LP routes): {sol.status}, objective {sol.objective:,.2f}")
-    wider = loan_allowed[free_idx]
-    if (sol.x is None or sol.objective > target) and (wider != support).any() and time.perf_counter() < deadline:
-        prob2, sol2 = run(wider, sol.x)
-        clock.say(f"whole-loan MIP (more routes): {sol2.status}, objective {sol2.objective:,.2f}")
-        if sol2.x is not None and (sol.x is None or sol2.objective < sol.objective):
-            prob, sol = prob2, sol2
+    prob, sol = run(loan_allowed[free_idx], None)
+    clock.say(f"whole-loan MIP over {len(free_idx):,} loans: {sol.status}, objective {sol.objective:,.2f}")
     if sol.x is None:
         # no whole-loan solution in time: free loans start unfunded and the repair makes it feasible
         out = route.copy()
