@@ -56,6 +56,7 @@ class PlanOptions:
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
     neighbourhood_per_route: int = 40  # loans per route, cheapest to move, freed in the whole-loan MIP
+    neighbourhood_rounds: int = 3  # rounds of the whole-loan MIP, each freeing 4x more loans
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
     mip_time_limit: float = 10.0
 
@@ -422,23 +423,37 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     # fill a binding limit exactly, those are what the MIP trades to close the gap.
     route = np.where(loan_split, -1, whole_route[bins])
     bin_support = (T[:, :R] > 1e-9)[bins]
-    # per route (and among the unfunded), the loans there that are cheapest to move make room
+    # per route (and among the unfunded), the loans there that are cheapest to move make room;
+    # when a round misses the target, the next frees four times as many, starting from its plan
     cand = ~loan_split & (pricing.second < R)
-    here = np.where(cand, whole_route[bins], -1)
-    rank = _rank_within(here, pricing.move_cost)
-    movable = cand & (rank < options.neighbourhood_per_route)
-    route[movable] = -1
-    allowed = bin_support.copy()
-    rows = np.arange(n)
-    for pick in (pricing.best, pricing.second):
-        ok = (pick < R) & (route < 0)
-        allowed[rows[ok], pick[ok]] = True
-    allowed &= inst.elig
-    stats["free_loans"] = int((route < 0).sum())
+    target = best_lb + abs(best_lb) * options.gap_tolerance / 2
     mip_status = SolveStatus.OPTIMAL
-    if (route < 0).any():
-        route, mip_status = _place_split_loans(inst, route, cls, allowed, backend, options,
-                                               remaining(), clock, best_lb)
+    current = whole_route[bins]
+    current_obj = np.inf
+    k = options.neighbourhood_per_route
+    deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
+    for round_ in range(options.neighbourhood_rounds):
+        route = np.where(loan_split, -1, current)
+        here = np.where(cand, current, -1)
+        rank = _rank_within(here, pricing.move_cost)
+        route[cand & (rank < k)] = -1
+        allowed = bin_support.copy()
+        allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
+        for pick in (pricing.best, pricing.second):
+            ok = (pick < R) & (route < 0)
+            allowed[np.flatnonzero(ok), pick[ok]] = True
+        allowed &= inst.elig
+        stats["free_loans"] = int((route < 0).sum())
+        start = current if round_ > 0 else None
+        new_route, status, obj = _place_split_loans(inst, route, cls, allowed, backend, options,
+                                                    deadline - time.perf_counter(), clock, target, start)
+        if obj < current_obj:
+            current, current_obj, mip_status = new_route, obj, status
+        if current_obj <= target or time.perf_counter() >= deadline or not cand.any():
+            break
+        k *= 4
+    stats["neighbourhood_rounds"] = round_ + 1
+    route = current
     clock.lap("mip")
 
     from .evaluate import repair
@@ -454,14 +469,17 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
 
 def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
                        backend, options: PlanOptions, time_left: float, clock: Clock,
-                       lower_bound: float) -> tuple[np.ndarray, SolveStatus]:
+                       target: float, start_route: np.ndarray | None) -> tuple[np.ndarray, SolveStatus, float]:
     """Whole-loan MIP: free loans (route -1) are binary over their allowed routes; every other
-    loan keeps its route and is aggregated by (class, route), so the MIP stays small."""
+    loan keeps its route and is aggregated by (class, route), so the MIP stays small.
+
+    ``start_route`` (optional): a feasible whole-loan assignment to start from.
+    Returns the assignment, the MIP status and the MIP objective (inf when none was found).
+    """
     R = inst.R
     n = inst.n
     free = route < 0
     fixed_route = np.where(free, 0, route)
-    # fixed loans aggregate by (class, route); each free loan is a unit of its own, numbered after
     fixed_mask = ~free
     fk_codes, fk_n = combine_keys([cls[fixed_mask], fixed_route[fixed_mask]], int(fixed_mask.sum()))
     unit = np.empty(n, dtype=np.int64)
@@ -473,42 +491,48 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
     integer = np.zeros(U, dtype=bool)
     integer[fk_n:] = True
     units = Units(units.loan_unit, units.rep, units.P, units.PL, units.PW, units.count, integer)
-    fixed = np.full(U, -1, dtype=np.int64)
-    fixed_unit_route = np.zeros(fk_n, dtype=np.int64)
-    fixed_unit_route[fk_codes] = fixed_route[fixed_mask]
-    fixed[:fk_n] = fixed_unit_route
+    unit_route = np.full(U, -1, dtype=np.int64)
+    unit_route[fk_codes] = fixed_route[fixed_mask]
+    fixed = unit_route.copy()
+    allowed = np.ones((U, R), dtype=bool)
+    allowed[fk_n:] = loan_allowed[free_idx]
+    prob = formulate(inst, units, fixed=fixed, allowed=allowed)
+    small, keep, xf = drop_fixed_columns(prob)
+    start = None
+    if start_route is not None:
+        unit_route[fk_n:] = start_route[free_idx]
+        start = _assignment_vector(inst, prob, units, unit_route)[keep]
     rel_gap = options.mip_rel_gap if options.mip_rel_gap is not None else options.gap_tolerance / 10
-    # stop as soon as the plan is within half the tolerance of the valid LP bound
-    target = lower_bound + abs(lower_bound) * options.gap_tolerance / 2
-    deadline = time.perf_counter() + min(options.mip_time_limit, time_left)
-
-    def run(allowed_free: np.ndarray, start: np.ndarray | None):
-        allowed = np.ones((U, R), dtype=bool)
-        allowed[fk_n:] = allowed_free
-        prob = formulate(inst, units, fixed=fixed, allowed=allowed)
-        small, keep, xf = drop_fixed_columns(prob)
-        sol = backend.solve(small, SolveOptions(
-            time_limit=max(1.0, deadline - time.perf_counter()), mip_rel_gap=rel_gap, objective_target=target,
-            start=None if start is None else start[keep]))
-        if sol.x is not None:
-            full = xf.copy()
-            full[keep] = sol.x
-            sol = type(sol)(**{**sol.__dict__, "x": full})
-        return prob, sol
-
-    prob, sol = run(loan_allowed[free_idx], None)
+    sol = backend.solve(small, SolveOptions(time_limit=max(0.5, time_left), mip_rel_gap=rel_gap,
+                                            objective_target=target, start=start))
     clock.say(f"whole-loan MIP over {len(free_idx):,} loans: {sol.status}, objective {sol.objective:,.2f}")
     if sol.x is None:
-        # no whole-loan solution in time: free loans start unfunded and the repair makes it feasible
         out = route.copy()
-        out[free] = R
-        return out, SolveStatus.TIME_LIMIT
-    T = _unit_fractions(prob, sol.x, R)
+        out[free] = R if start_route is None else start_route[free]
+        return out, SolveStatus.TIME_LIMIT, np.inf
+    full = xf.copy()
+    full[keep] = sol.x
+    T = _unit_fractions(prob, full, R)
     choice = T[fk_n:].argmax(axis=1)
     chosen = T[fk_n:][np.arange(len(free_idx)), choice] > 0.5
     out = route.copy()
     out[free_idx] = np.where(chosen, choice, R)
-    return out, sol.status
+    return out, sol.status, float(sol.objective)
+
+
+def _assignment_vector(inst: Instance, prob: Problem, units: Units, unit_route: np.ndarray) -> np.ndarray:
+    """The column values of a whole-unit assignment (``R`` = unfunded), totals and shortfalls."""
+    R = inst.R
+    x = np.zeros(prob.n_cols)
+    x[:prob.n_pairs] = (unit_route[prob.pair_unit] == prob.pair_route).astype(float)
+    x[prob.n_pairs:prob.n_pairs + prob.n_units] = (unit_route == R).astype(float)
+    F = R - 1
+    on = unit_route < F
+    totals = np.bincount(unit_route[on], weights=inst.share[unit_route[on]] * units.P[on], minlength=F)
+    x[prob.total_col] = totals
+    has = prob.shortfall_col >= 0
+    x[prob.shortfall_col[has]] = np.maximum(inst.daily_min[:F][has] - totals[has], 0.0)
+    return x
 
 
 def _empty(inst: Instance, backend) -> Solved:
