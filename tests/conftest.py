@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("FUNDALLOC_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FIXTURES = ROOT / "fixtures"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(FIXTURES))
