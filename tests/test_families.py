@@ -180,3 +180,17 @@ def test_classes_group_interchangeable_loans_only():
         members = np.flatnonzero(cls == c)
         assert len({tuple(d.instance.elig[i]) for i in members}) == 1
     assert "score" not in cont  # no weighted-average test reads it here
+
+
+def test_a_time_limit_returns_a_feasible_plan_with_an_honest_status(tmp_path):
+    from generate import make_loans, make_terms
+    from conftest import write_day
+    from fundalloc.verify import verify_plan
+    loans, terms = make_loans(2000, seed=5), make_terms(2000, seed=5)
+    plan = fa.plan(loans, terms, mip_time_limit=0.0)
+    assert plan.status == fa.PlanStatus.TIME_LIMIT
+    files = write_day(tmp_path / "in", loans, terms)
+    plan.write(tmp_path / "out")
+    rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
+    assert rep.ok, rep.lines()
+    assert plan.gap >= 0 and plan.lower_bound <= plan.objective

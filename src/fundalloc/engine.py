@@ -448,8 +448,11 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         new_route, status, obj = _place_split_loans(inst, route, cls, allowed, backend, options,
                                                     deadline - time.perf_counter(), clock, target, start)
         if obj < current_obj:
-            current, current_obj, mip_status = new_route, obj, status
-        if current_obj <= target or time.perf_counter() >= deadline or not cand.any():
+            current, current_obj = new_route, obj
+        cut_short = status == SolveStatus.TIME_LIMIT or time.perf_counter() >= deadline
+        if current_obj <= target or cut_short or not cand.any():
+            if cut_short and current_obj > target:
+                mip_status = SolveStatus.TIME_LIMIT
             break
         k *= 4
     stats["neighbourhood_rounds"] = round_ + 1
@@ -503,7 +506,7 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
         unit_route[fk_n:] = start_route[free_idx]
         start = _assignment_vector(inst, prob, units, unit_route)[keep]
     rel_gap = options.mip_rel_gap if options.mip_rel_gap is not None else options.gap_tolerance / 10
-    sol = backend.solve(small, SolveOptions(time_limit=max(0.5, time_left), mip_rel_gap=rel_gap,
+    sol = backend.solve(small, SolveOptions(time_limit=max(0.0, time_left), mip_rel_gap=rel_gap,
                                             objective_target=target, start=start))
     clock.say(f"whole-loan MIP over {len(free_idx):,} loans: {sol.status}, objective {sol.objective:,.2f}")
     if sol.x is None:
