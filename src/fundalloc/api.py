@@ -11,7 +11,7 @@ import pandas as pd
 
 from .engine import PlanOptions, solve_instance
 from .errors import InputError, Problem
-from .instance import Instance, compile_instance
+from .instance import Instance, compile_instance, file_digest
 from .io import (read_exposures, read_originations, read_portfolio, validate_exposures,
                  validate_originations, validate_portfolio)
 from .plan import Plan, build_plan
@@ -90,7 +90,11 @@ def load_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | Path
     if problems:
         raise InputError(problems)
     t1 = time.perf_counter()
-    inst = compile_instance(loans, terms, port, expo,
+    paths = {"originations": originations, "portfolio": portfolio, "exposures": exposures}
+    digest = None
+    if all(v is None or isinstance(v, (str, Path)) for v in paths.values()):
+        digest = file_digest(terms, {k: str(v) if v is not None else None for k, v in paths.items()})
+    inst = compile_instance(loans, terms, port, expo, digest=digest,
                             sources={"funders": fsrc, "originations": osrc, "portfolio": psrc, "exposures": xsrc})
     t2 = time.perf_counter()
     return Day(loans, terms, port, expo, inst, {"read_validate": t1 - t0, "compile": t2 - t1})

@@ -51,7 +51,7 @@ class PlanOptions:
     solver: str = "highs"
     time_limit: float = 300.0  # seconds for the whole solve
     gap_tolerance: float = 1e-5  # a plan within this gap of the LP bound is reported optimal
-    lp_tolerance: float = 1e-9  # refinement stops when the bin LP is this close to its bound
+    lp_tolerance: float | None = None  # refinement stops at this LP gap (default gap_tolerance / 100)
     max_refinements: int = 30
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
@@ -66,6 +66,7 @@ class Solved:
     """What the engine hands to the plan builder."""
 
     route: np.ndarray  # n: route index per loan, R for unfunded
+    evaluation: pd.DataFrame | None  # every row evaluated on ``route`` (see evaluate.evaluate)
     lower_bound: float
     lp_objective: float
     lp_duals: pd.DataFrame  # one row per LP row with kind/route/ref/label/dual/activity
@@ -179,7 +180,7 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, x: np.ndarray,
             base -= yi * inst.platform_share[None, :]
         elif k == RowKind.CONCENTRATION.value:
             fam, seg = _segment_of(inst, j)
-            member = fam.member_code()[cls_rep]
+            member = fam.member_code(cls_rep)
             code = 0 if fam.per_codes is None else seg.code
             base[member == code, r] -= yi * s[r]
         elif k in (RowKind.WA_MIN.value, RowKind.WA_MAX.value):
@@ -212,33 +213,33 @@ class Pricing:
 
 
 def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray,
-               chunk: int = 1 << 21) -> tuple[float, Pricing]:
-    """Loan-level Lagrangian bound, and each loan's cheapest option and runner-up."""
+               chunk: int = 1 << 18) -> tuple[float, Pricing]:
+    """Loan-level Lagrangian bound, and each loan's cheapest option and runner-up.
+
+    Reduced costs per unit of principal are built as one (loans x routes+1) block per chunk:
+    the class part is a gather, life and fields enter as outer products.
+    """
     n, R = inst.n, inst.R
     total = dual.const
     best_route = np.empty(n, dtype=np.int64)
     second_route = np.empty(n, dtype=np.int64)
     move_cost = np.empty(n)
+    base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
+    life_coef = np.append(dual.life_coef, 0.0)
+    fields = [(inst.fields[k], np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
-        c = cls[sl]
-        L = inst.life[sl]
-        best = np.full(len(L), inst.penalty)
-        arg = np.full(len(L), R, dtype=np.int64)
-        second = np.full(len(L), np.inf)
-        arg2 = np.full(len(L), R, dtype=np.int64)
-        for r in range(R):
-            rc = dual.base[c, r] + dual.life_coef[r] * L
-            for name, coef in dual.field_coef.items():
-                if coef[r] != 0.0:
-                    rc = rc + coef[r] * np.nan_to_num(inst.fields[name][sl])
-            better = rc < best
-            runner = ~better & (rc < second)
-            second = np.where(better, best, np.where(runner, rc, second))
-            arg2 = np.where(better, arg, np.where(runner, r, arg2))
-            best = np.where(better, rc, best)
-            arg[better] = r
+        rc = base[cls[sl]]
+        rc += inst.life[sl, None] * life_coef[None, :]
+        for values, coef in fields:
+            rc += np.nan_to_num(values[sl])[:, None] * coef[None, :]
+        rows = np.arange(rc.shape[0])
+        arg = rc.argmin(axis=1)
+        best = rc[rows, arg]
         total += float(np.dot(inst.principal[sl], best))
+        rc[rows, arg] = np.inf
+        arg2 = rc.argmin(axis=1)
+        second = rc[rows, arg2]
         best_route[sl] = arg
         second_route[sl] = arg2
         move_cost[sl] = (np.minimum(second, inst.penalty) - best) * inst.principal[sl]
@@ -251,6 +252,22 @@ def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
     T[prob.pair_unit, prob.pair_route] = x[:prob.n_pairs]
     T[:, R] = x[prob.n_pairs:prob.n_pairs + prob.n_units]
     return T
+
+
+def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` lowest-cost members of every group (group -1 is ignored)."""
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    bounds = np.r_[0, np.flatnonzero(np.diff(g)) + 1, len(g)]
+    out = np.zeros(len(group), dtype=bool)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b == a or g[a] < 0:
+            continue
+        idx = order[a:b]
+        if len(idx) > k:
+            idx = idx[np.argpartition(cost[idx], k - 1)[:k]]
+        out[idx] = True
+    return out
 
 
 def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -372,7 +389,8 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         ub = lp_sol.objective
         lp_gap = (ub - best_lb) / max(abs(ub), 1e-9)
         clock.say(f"refinement {it}: {nb:,} bins, LP {ub:,.2f}, bound {best_lb:,.2f}, gap {lp_gap:.2e}")
-        if lp_gap <= options.lp_tolerance or it >= options.max_refinements or timed_out:
+        lp_tol = options.lp_tolerance if options.lp_tolerance is not None else options.gap_tolerance / 100
+        if lp_gap <= lp_tol or it >= options.max_refinements or timed_out:
             break
         new_bins, new_nb = combine_keys([bins, pricing.best], n)
         if new_nb == nb:
@@ -389,9 +407,9 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         big = split & (units.count > options.free_unit_size)
         if not big.any() or timed_out:
             break
-        in_big = big[bins]
-        rank = _rank_within(bins, -inst.principal)
-        chunk = np.where(in_big, rank // options.free_unit_size, -1)
+        in_big = np.flatnonzero(big[bins])
+        chunk = np.full(n, -1, dtype=np.int64)
+        chunk[in_big] = _rank_within(bins[in_big], -inst.principal[in_big]) // options.free_unit_size
         new_bins, new_nb = combine_keys([bins, chunk], n)
         parent = np.zeros(new_nb, dtype=np.int64)
         parent[new_bins] = bins
@@ -401,10 +419,6 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         if sol.x is None or sol.row_dual is None:
             raise SolverError(f"the LP over {nb} bins ended with status {sol.status}")
         lp_sol = sol
-        dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
-        lb, pricing = lagrangian(inst, dual, cls)
-        best_lb = max(best_lb, lb)
-        clock.lap("bound")
     T = _unit_fractions(prob, lp_sol.x, R)
     lp_duals = prob.rows.copy()
     lp_duals["dual"] = lp_sol.row_dual
@@ -434,9 +448,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
     for round_ in range(options.neighbourhood_rounds):
         route = np.where(loan_split, -1, current)
-        here = np.where(cand, current, -1)
-        rank = _rank_within(here, pricing.move_cost)
-        route[cand & (rank < k)] = -1
+        route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
         allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
         for pick in (pricing.best, pricing.second):
@@ -460,12 +472,12 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     clock.lap("mip")
 
     from .evaluate import repair
-    route, moved = repair(inst, route)
+    route, moved, evaluation = repair(inst, route)
     stats["repaired_loans"] = moved
     clock.lap("repair")
 
     status = "time_limit" if (timed_out or mip_status == SolveStatus.TIME_LIMIT) else "solved"
-    return Solved(route=route, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
+    return Solved(route=route, evaluation=evaluation, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
                   lp_duals=lp_duals, totals_lp=totals_lp, status=status, solver=backend.name,
                   solver_version=backend.version(), timings=clock.timings, stats=stats)
 
@@ -539,7 +551,7 @@ def _assignment_vector(inst: Instance, prob: Problem, units: Units, unit_route: 
 
 
 def _empty(inst: Instance, backend) -> Solved:
-    return Solved(route=np.zeros(0, dtype=np.int64), lower_bound=0.0, lp_objective=0.0,
+    return Solved(route=np.zeros(0, dtype=np.int64), evaluation=None, lower_bound=0.0, lp_objective=0.0,
                   lp_duals=pd.DataFrame(columns=["kind", "route", "ref", "label", "dual", "activity"]),
                   totals_lp=np.zeros(inst.R - 1), status="solved", solver=backend.name,
                   solver_version=backend.version(), timings={}, stats={})

@@ -40,11 +40,20 @@ def platform_used(inst: Instance, route: np.ndarray) -> float:
     return float(np.sum(np.where(funded, inst.platform_share[r] * inst.principal, 0.0)))
 
 
+def _by_route(route: np.ndarray, R: int) -> list[np.ndarray]:
+    """Loan indices on each route (0..R, R = unfunded), from one stable sort."""
+    order = np.argsort(route, kind="stable")
+    bounds = np.searchsorted(route[order], np.arange(R + 2))
+    return [order[bounds[r]:bounds[r + 1]] for r in range(R + 1)]
+
+
 def evaluate(inst: Instance, route: np.ndarray) -> pd.DataFrame:
+    """Every row's value, limit, slack and excess; each family touches only its route's loans."""
     R = inst.R
     F = R - 1
     funder, _, _ = amounts(inst, route)
     A = np.bincount(route, weights=funder, minlength=R + 1)[:R]
+    on = _by_route(route, R)
     recs: list[dict] = []
 
     def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True):
@@ -68,19 +77,20 @@ def evaluate(inst: Instance, route: np.ndarray) -> pd.DataFrame:
     seg_ref = 0
     for fam in inst.conc:
         r = fam.route
-        on = route == r
-        member = fam.member_code()
+        idx = on[r]
+        where = fam.where[idx]
+        a = funder[idx]
         if fam.per_codes is None:
-            seg_amt = np.array([funder[on & (member == 0)].sum()])
+            seg_amt = np.array([a[where].sum()])
         else:
-            m_on = member[on]
-            ok = m_on >= 0
-            size = max(len(fam.per_values), 1)
-            seg_amt = np.bincount(m_on[ok], weights=funder[on][ok], minlength=size)
+            codes = fam.per_codes[idx]
+            ok = where & (codes >= 0)
+            seg_amt = np.bincount(codes[ok], weights=a[ok], minlength=max(len(fam.per_values), 1))
         for j, s in enumerate(fam.segments):
             amt = float(seg_amt[s.code]) if s.code >= 0 else (float(seg_amt[0]) if fam.per_codes is None else 0.0)
-            base = s.existing_total + A[r] if s.basis.value == "portfolio" else A[r]
-            held = s.existing_segment + amt if s.basis.value == "portfolio" else amt
+            portfolio = s.basis.value == "portfolio"
+            base = s.existing_total + A[r] if portfolio else A[r]
+            held = s.existing_segment + amt if portfolio else amt
             share_now = held / base if base > 0 else 0.0
             excess = held - s.alpha * base
             note = ""
@@ -92,29 +102,30 @@ def evaluate(inst: Instance, route: np.ndarray) -> pd.DataFrame:
         seg_ref += len(fam.segments)
     for j, t in enumerate(inst.wa):
         r = t.route
-        on = route == r
-        w = inst.fields[t.field][on]
-        a = funder[on]
+        idx = on[r]
+        w = inst.fields[t.field][idx]
+        a = funder[idx]
         tot = a.sum()
-        avg = float((a * w).sum() / tot) if tot > 0 else float("nan")
+        aw = float((a * w).sum())
+        avg = aw / tot if tot > 0 else float("nan")
         if t.min is not None:
-            ex = -float((a * (w - t.min)).sum())
             add(f"weighted_average_min:{inst.route_ids[r]}:{t.field}", r, "weighted_average_min",
-                avg, t.min, avg - t.min if tot > 0 else float("nan"), ex, j)
+                avg, t.min, avg - t.min if tot > 0 else float("nan"), -(aw - t.min * tot), j)
         if t.max is not None:
-            ex = float((a * (w - t.max)).sum())
             add(f"weighted_average_max:{inst.route_ids[r]}:{t.field}", r, "weighted_average_max",
-                avg, t.max, t.max - avg if tot > 0 else float("nan"), ex, j)
+                avg, t.max, t.max - avg if tot > 0 else float("nan"), aw - t.max * tot, j)
     if inst.obligor_rows:
+        has = (inst.obligor_slot >= 0) & (route < R)
+        key = inst.obligor_slot[has] * R + route[has]
+        used = pd.Series(funder[has]).groupby(key).sum()
         for j, o in enumerate(inst.obligor_rows):
-            on = (route == o.route) & (inst.obligor_slot == o.slot)
-            val = o.existing + float(funder[on].sum())
+            val = o.existing + float(used.get(o.slot * R + o.route, 0.0))
             add(f"obligor:{inst.route_ids[o.route]}:{o.borrower}", o.route, "obligor", val, o.limit,
                 o.limit - val, val - o.limit, j)
     if np.isfinite(inst.platform_capacity):
-        used = platform_used(inst, route)
-        add(f"platform_capacity:{inst.route_ids[-1]}", R - 1, "platform_capacity", used,
-            inst.platform_capacity, inst.platform_capacity - used, used - inst.platform_capacity, 0)
+        used_p = platform_used(inst, route)
+        add(f"platform_capacity:{inst.route_ids[-1]}", R - 1, "platform_capacity", used_p,
+            inst.platform_capacity, inst.platform_capacity - used_p, used_p - inst.platform_capacity, 0)
     cols = ["constraint", "funder_id", "kind", "value", "limit", "slack", "excess", "route", "ref", "hard", "note"]
     return pd.DataFrame.from_records(recs, columns=cols)
 
@@ -137,8 +148,11 @@ def _pick(weights: np.ndarray, need: float) -> np.ndarray:
     return order[:stop]
 
 
-def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL, max_rounds: int = 10_000) -> tuple[np.ndarray, int]:
-    """Move loans to unfunded until no hard row is over its limit. Returns the route and moves."""
+def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL,
+           max_rounds: int = 10_000) -> tuple[np.ndarray, int, pd.DataFrame]:
+    """Move loans to unfunded until no hard row is over its limit.
+
+    Returns the route, the number of loans moved, and the final evaluation."""
     route = route.copy()
     R = inst.R
     moved = 0
@@ -146,7 +160,7 @@ def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL, max_round
         ev = evaluate(inst, route)
         bad = ev[ev["hard"] & (ev["excess"] > tol)]
         if bad.empty:
-            return route, moved
+            return route, moved, ev
         row = bad.iloc[0]
         r, kind, need = int(row["route"]), row["kind"], float(row["excess"]) + tol
         funder, _, _ = amounts(inst, route)

@@ -62,11 +62,12 @@ class ConcFamily:
     basis: Basis
     segments: tuple[Segment, ...]
 
-    def member_code(self) -> np.ndarray:
-        """Per loan: the segment index it belongs to in this family, or -1."""
+    def member_code(self, loans: np.ndarray | None = None) -> np.ndarray:
+        """Per loan (or per loan in ``loans``): its segment index in this family, or -1."""
+        where = self.where if loans is None else self.where[loans]
         if self.per_codes is None:
-            return np.where(self.where, 0, -1)
-        return np.where(self.where, self.per_codes, -1)
+            return np.where(where, 0, -1)
+        return np.where(where, self.per_codes if loans is None else self.per_codes[loans], -1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,6 +142,22 @@ class Instance:
         return self.life[:, None] * self.k1[None, :] + self.k0[None, :]
 
 
+def file_digest(terms: Terms, paths: dict[str, str | None]) -> str:
+    """Digest of the inputs as files: the terms' canonical JSON and each file's bytes."""
+    h = hashlib.sha256()
+    h.update(terms.canonical_json().encode())
+    for name in ("originations", "portfolio", "exposures"):
+        h.update(name.encode())
+        path = paths.get(name)
+        if path is None:
+            h.update(b"none")
+            continue
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
 def _digest(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None,
             exposures: pd.DataFrame | None) -> str:
     h = hashlib.sha256()
@@ -182,6 +199,7 @@ def compile_instance(
     exposures: pd.DataFrame | None = None,
     *,
     sources: dict[str, str] | None = None,
+    digest: str | None = None,
 ) -> Instance:
     """Compile validated tables and terms into an :class:`Instance`.
 
@@ -335,7 +353,7 @@ def compile_instance(
         wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
-        digest=_digest(loans, terms, portfolio, exposures), closed=closed,
+        digest=digest or _digest(loans, terms, portfolio, exposures), closed=closed,
     )
 
 

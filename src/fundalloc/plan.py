@@ -168,7 +168,7 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         "platform_amount": platform_amt,
         "cost": cost,
     })
-    ev = evaluate(inst, route)
+    ev = solved.evaluation.copy() if solved.evaluation is not None else evaluate(inst, route)
     # shadow prices from the LP: d objective / d limit, in the limit's own units
     duals = solved.lp_duals
     dual_of = dict(zip(duals["label"], duals["dual"])) if len(duals) else {}

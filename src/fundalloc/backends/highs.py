@@ -10,7 +10,7 @@ import numpy as np
 from ..formulation import Problem
 from . import Basis, Solution, SolveOptions, SolveStatus
 
-_BASIS_STATUS = [highspy.HighsBasisStatus(i) for i in range(5)]
+_BASIS_STATUS = np.array([highspy.HighsBasisStatus(i) for i in range(5)], dtype=object)
 
 _STATUS = {
     highspy.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
@@ -66,8 +66,8 @@ class HighsBackend:
         warm = False
         if options.basis is not None and not mip:
             b = highspy.HighsBasis()
-            b.col_status = [_BASIS_STATUS[i] for i in options.basis.col.tolist()]
-            b.row_status = [_BASIS_STATUS[i] for i in options.basis.row.tolist()]
+            b.col_status = _BASIS_STATUS[options.basis.col].tolist()
+            b.row_status = _BASIS_STATUS[options.basis.row].tolist()
             b.alien = True  # let HiGHS repair a basis whose count of basics is off
             b.valid = True
             warm = h.setBasis(b) == highspy.HighsStatus.kOk
@@ -89,8 +89,8 @@ class HighsBackend:
         basis = None
         if not mip and info.basis_validity == 1:
             hb = h.getBasis()
-            basis = Basis(np.fromiter((int(v) for v in hb.col_status), dtype=np.int8, count=problem.n_cols),
-                          np.fromiter((int(v) for v in hb.row_status), dtype=np.int8, count=problem.n_rows))
+            basis = Basis(np.array(list(map(int, hb.col_status)), dtype=np.int8),
+                          np.array(list(map(int, hb.row_status)), dtype=np.int8))
         return Solution(status, x, obj, bound, duals, time.perf_counter() - t0, self.name, self.version(),
                         {"model_status": h.modelStatusToString(ms),
                          "iterations": int(info.simplex_iteration_count),
