@@ -264,8 +264,8 @@ def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int) -> np.ndarr
         if b == a or g[a] < 0:
             continue
         idx = order[a:b]
-        if len(idx) > k:
-            idx = idx[np.argpartition(cost[idx], k - 1)[:k]]
+        if len(idx) > k:  # a stable sort: ties go to the earlier loan, so the choice is reproducible
+            idx = idx[np.argsort(cost[idx], kind="stable")[:k]]
         out[idx] = True
     return out
 
