@@ -5,10 +5,12 @@ from .engine import PlanOptions
 from .errors import FundallocError, InputError, SolverError, VerificationError
 from .plan import Plan, PlanStatus
 from .terms import Terms, load_terms
+from .whatif import Comparison, compare, derive, explain, shadow_prices, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "Day",
     "FundallocError",
     "InputError",
@@ -18,7 +20,12 @@ __all__ = [
     "SolverError",
     "Terms",
     "VerificationError",
+    "compare",
+    "derive",
+    "explain",
     "load_day",
     "load_terms",
     "plan",
+    "shadow_prices",
+    "sweep",
 ]

@@ -103,8 +103,12 @@ def load_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | Path
 def plan(day: Day | PathLike | pd.DataFrame, funders: Terms | dict | PathLike | None = None,
          portfolio: pd.DataFrame | PathLike | None = None, exposures: pd.DataFrame | PathLike | None = None,
          *, options: PlanOptions | None = None, progress: Callable[[str], None] | None = None,
-         **option_overrides: Any) -> Plan:
-    """Plan a day. Pass a :class:`Day`, or the originations and funders (files or objects)."""
+         warm: Plan | None = None, **option_overrides: Any) -> Plan:
+    """Plan a day. Pass a :class:`Day`, or the originations and funders (files or objects).
+
+    ``warm``: a plan of a similar day (e.g. the base of a what-if); what did not change between
+    the two (classes, refined bins, LP basis, the whole-loan assignment) is reused.
+    """
     if not isinstance(day, Day):
         if funders is None:
             raise InputError(Problem("funders", "", "plan() needs the funders' terms"))
@@ -113,7 +117,7 @@ def plan(day: Day | PathLike | pd.DataFrame, funders: Terms | dict | PathLike | 
     if option_overrides:
         opts = PlanOptions(**{**opts.__dict__, **option_overrides})
     t0 = time.perf_counter()
-    solved = solve_instance(day.instance, opts, progress)
+    solved = solve_instance(day.instance, opts, progress, warm.warm if warm is not None else None)
     t1 = time.perf_counter()
     result = build_plan(day.instance, solved, opts.gap_tolerance,
                         {k: round(v, 4) for k, v in day.timings.items()})

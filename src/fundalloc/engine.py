@@ -62,6 +62,19 @@ class PlanOptions:
 
 
 @dataclass(frozen=True, eq=False)
+class WarmStart:
+    """What a later solve of a similar day can reuse: the classes, the refined bins, the final
+    LP basis and the whole-loan assignment."""
+
+    route_ids: tuple[str, ...]
+    cls: np.ndarray
+    bins: np.ndarray
+    basis: Basis | None
+    shape: tuple[int, int]  # (rows, cols) of the LP the basis belongs to
+    route: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class Solved:
     """What the engine hands to the plan builder."""
 
@@ -76,6 +89,7 @@ class Solved:
     solver_version: str
     timings: dict[str, float]
     stats: dict[str, float] = field(default_factory=dict)
+    warm: WarmStart | None = None
 
 
 def _dense(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -335,7 +349,7 @@ class Clock:
 
 
 def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
-                   progress: Progress | None = None) -> Solved:
+                   progress: Progress | None = None, warm: WarmStart | None = None) -> Solved:
     clock = Clock(progress)
     start = time.perf_counter()
     backend = get_backend(options.solver)
@@ -352,7 +366,13 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     cls, ncls, continuous = loan_classes(inst)
     cls_rep = np.zeros(ncls, dtype=np.int64)
     cls_rep[cls[::-1]] = np.arange(n)[::-1]
-    bins, nb = initial_bins(inst, cls, continuous, options.initial_bins)
+    reuse = (warm is not None and warm.route_ids == inst.route_ids and len(warm.cls) == n
+             and np.array_equal(warm.cls, cls))
+    if reuse:
+        # same classes: start from the refined bins, and from the final basis if the LP is alike
+        bins, nb = warm.bins, int(warm.bins.max()) + 1
+    else:
+        bins, nb = initial_bins(inst, cls, continuous, options.initial_bins)
     clock.lap("aggregate")
 
     best_lb = -np.inf
@@ -365,10 +385,12 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     def solve_lp(units: Units, parent: np.ndarray | None):
         new = formulate(inst, units)
         clock.lap("formulate")
-        warm = None
+        start = None
         if parent is not None and lp_sol is not None and lp_sol.basis is not None:
-            warm = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R)
-        sol = backend.solve(new, SolveOptions(time_limit=remaining(), basis=warm))
+            start = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R)
+        elif lp_sol is None and reuse and warm.basis is not None and warm.shape == (new.n_rows, new.n_cols):
+            start = warm.basis
+        sol = backend.solve(new, SolveOptions(time_limit=remaining(), basis=start))
         clock.lap("lp")
         stats["simplex_iterations"] += sol.detail.get("iterations", 0)
         return new, sol
@@ -456,7 +478,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
             allowed[np.flatnonzero(ok), pick[ok]] = True
         allowed &= inst.elig
         stats["free_loans"] = int((route < 0).sum())
-        start = current if round_ > 0 else None
+        start = current if round_ > 0 else (warm.route if reuse else None)
         new_route, status, obj = _place_split_loans(inst, route, cls, allowed, backend, options,
                                                     deadline - time.perf_counter(), clock, target, start)
         if obj < current_obj:
@@ -477,7 +499,8 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     clock.lap("repair")
 
     status = "time_limit" if (timed_out or mip_status == SolveStatus.TIME_LIMIT) else "solved"
-    return Solved(route=route, evaluation=evaluation, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
+    warm_out = WarmStart(inst.route_ids, cls, bins, lp_sol.basis, (prob.n_rows, prob.n_cols), route)
+    return Solved(warm=warm_out, route=route, evaluation=evaluation, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
                   lp_duals=lp_duals, totals_lp=totals_lp, status=status, solver=backend.name,
                   solver_version=backend.version(), timings=clock.timings, stats=stats)
 

@@ -64,6 +64,7 @@ class Plan:
     constraints: pd.DataFrame
     route_index: np.ndarray = field(repr=False)
     stats: dict[str, Any] = field(default_factory=dict)
+    warm: Any = field(default=None, repr=False)  # engine.WarmStart: what a similar solve can reuse
 
     def summary(self) -> dict[str, Any]:
         """The ``plan.json`` document."""
@@ -241,7 +242,7 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         solver={"name": solved.solver, "version": solved.solver_version},
         timings=timings, allocations=_frozen(allocations), funders=_frozen(funders),
         constraints=_frozen(constraints.drop(columns=["route", "ref"]).reset_index(drop=True)),
-        route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective},
+        route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective}, warm=solved.warm,
     )
 
 

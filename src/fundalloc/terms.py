@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -36,6 +37,10 @@ class InRule(_Strict):
 
     values: tuple[Scalar, ...]
 
+    @model_serializer
+    def _contract(self) -> list:
+        return list(self.values)
+
 
 class RangeRule(_Strict):
     """``min <= value <= max`` (both inclusive, either optional)."""
@@ -51,11 +56,19 @@ class RangeRule(_Strict):
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
 
+    @model_serializer
+    def _contract(self) -> dict:
+        return {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
+
 
 class NotInRule(_Strict):
     """The loan's value is present and not one of ``not_in``."""
 
     not_in: tuple[Scalar, ...]
+
+    @model_serializer
+    def _contract(self) -> dict:
+        return {"not_in": list(self.not_in)}
 
 
 Rule = Union[InRule, RangeRule, NotInRule]
