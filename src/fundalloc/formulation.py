@@ -125,9 +125,6 @@ class Problem:
     def n_pairs(self) -> int:
         return len(self.pair_unit)
 
-    def unfunded_col(self, unit: np.ndarray | int) -> np.ndarray | int:
-        return self.n_pairs + unit
-
 
 class _Cols:
     """Column numbering shared by every family."""

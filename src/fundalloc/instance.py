@@ -9,7 +9,6 @@ bind keep a row of their own.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -442,9 +441,3 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
         rows.append(ObligorRow(r, str(buniques[b]), int(slot_of_borrower[b]), ex, lim))
     slot = np.where(has_b, slot_of_borrower[np.where(has_b, bcodes, 0)], -1)
     return slot.astype(np.int64), borrowers, rows
-
-
-def instance_summary(inst: Instance) -> dict[str, Any]:
-    return {"loans": inst.n, "routes": inst.R, "principal": float(inst.principal.sum()) if inst.n else 0.0,
-            "segments": sum(len(c.segments) for c in inst.conc), "wa_tests": len(inst.wa),
-            "obligor_rows": len(inst.obligor_rows), "life_years_max": float(inst.life.max()) if inst.n else math.nan}
