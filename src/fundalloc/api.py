@@ -40,11 +40,22 @@ def _terms(funders: Terms | dict | PathLike) -> tuple[Terms, str]:
     return load_terms(funders), str(funders)
 
 
-def load_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | PathLike,
+@dataclass(frozen=True, eq=False)
+class DayInputs:
+    """A day's inputs, read and validated but not yet compiled."""
+
+    loans: pd.DataFrame
+    terms: Terms
+    portfolio: pd.DataFrame | None
+    exposures: pd.DataFrame | None
+    digest: str | None
+    sources: dict[str, str]
+
+
+def read_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | PathLike,
              portfolio: pd.DataFrame | PathLike | None = None,
-             exposures: pd.DataFrame | PathLike | None = None) -> Day:
-    """Read, validate and compile a day. Raises :class:`InputError` with every problem found."""
-    t0 = time.perf_counter()
+             exposures: pd.DataFrame | PathLike | None = None) -> DayInputs:
+    """Read and validate a day's inputs. Raises :class:`InputError` with every problem found."""
     problems: list[Problem] = []
     terms = None
     try:
@@ -89,15 +100,24 @@ def load_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | Path
                                             f"unknown funder ids {unknown[:10]}; expected one of the funders' ids"))
     if problems:
         raise InputError(problems)
-    t1 = time.perf_counter()
     paths = {"originations": originations, "portfolio": portfolio, "exposures": exposures}
     digest = None
     if all(v is None or isinstance(v, (str, Path)) for v in paths.values()):
         digest = file_digest(terms, {k: str(v) if v is not None else None for k, v in paths.items()})
-    inst = compile_instance(loans, terms, port, expo, digest=digest,
-                            sources={"funders": fsrc, "originations": osrc, "portfolio": psrc, "exposures": xsrc})
+    return DayInputs(loans, terms, port, expo, digest,
+                     {"funders": fsrc, "originations": osrc, "portfolio": psrc, "exposures": xsrc})
+
+
+def load_day(originations: pd.DataFrame | PathLike, funders: Terms | dict | PathLike,
+             portfolio: pd.DataFrame | PathLike | None = None,
+             exposures: pd.DataFrame | PathLike | None = None) -> Day:
+    """Read, validate and compile a day. Raises :class:`InputError` with every problem found."""
+    t0 = time.perf_counter()
+    d = read_day(originations, funders, portfolio, exposures)
+    t1 = time.perf_counter()
+    inst = compile_instance(d.loans, d.terms, d.portfolio, d.exposures, digest=d.digest, sources=d.sources)
     t2 = time.perf_counter()
-    return Day(loans, terms, port, expo, inst, {"read_validate": t1 - t0, "compile": t2 - t1})
+    return Day(d.loans, d.terms, d.portfolio, d.exposures, inst, {"read_validate": t1 - t0, "compile": t2 - t1})
 
 
 def plan(day: Day | PathLike | pd.DataFrame, funders: Terms | dict | PathLike | None = None,

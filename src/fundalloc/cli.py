@@ -61,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(v)
     v.add_argument("--plan", required=True, help="plan folder written by 'fundalloc plan'")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    sv = sub.add_parser("serve", help="run the HTTP service (settings from FUNDALLOC_* environment variables)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    k = sub.add_parser("keys", help="create, revoke and list API keys (in the store of FUNDALLOC_DATABASE_URL)")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key; its secret is the last line of the output")
+    kc.add_argument("--role", required=True, choices=["viewer", "planner", "admin"])
+    kc.add_argument("--label", default="")
+    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("key_id")
+    ksub.add_parser("list", help="list keys (never their secrets)")
     return ap
 
 
@@ -119,9 +133,54 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if rep.ok else EXIT_VIOLATIONS
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from .service import Settings, create_app
+    from .store import Store
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    store = Store(settings.database_url)
+    store.migrate()
+    if not store.keys():
+        print("fundalloc serve: no API keys yet. Create the first one with:\n"
+              "  fundalloc keys create --role admin\n"
+              f"(store: {store.redacted_url})", file=sys.stderr)
+    store.dispose()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .store import Store
+
+    store = Store()
+    store.migrate()
+    actor = f"cli:{getpass.getuser()}"
+    if args.keys_command == "create":
+        info, secret = store.create_key(args.role, args.label, actor=actor)
+        print(f"created key {info.id} (role {info.role}); keep the secret below, it is not shown again")
+        print(secret)
+    elif args.keys_command == "revoke":
+        if not store.revoke_key(args.key_id, actor=actor):
+            print(f"fundalloc keys revoke: no active key '{args.key_id}'", file=sys.stderr)
+            return EXIT_INPUT
+        print(f"revoked {args.key_id}")
+    else:
+        for k in store.keys():
+            state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+            print(f"{k.id}  {k.role:8s} {state:24s} {k.label}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"plan": cmd_plan, "verify": cmd_verify}[args.command]
+    handler = {"plan": cmd_plan, "verify": cmd_verify, "serve": cmd_serve, "keys": cmd_keys}[args.command]
     try:
         return handler(args)
     except InputError as exc:

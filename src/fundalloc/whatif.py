@@ -22,7 +22,7 @@ from .errors import InputError, Problem
 from .instance import compile_instance
 from .plan import Plan
 from .rules import ColumnView
-from .terms import terms_from_dict
+from .terms import Terms, terms_from_dict
 
 
 def derive(day: Day, *, funders: dict[str, dict[str, Any]] | None = None,
@@ -39,23 +39,11 @@ def derive(day: Day, *, funders: dict[str, dict[str, Any]] | None = None,
 
     The result is validated like any input: an unknown funder or key raises :class:`InputError`.
     """
-    doc = day.terms.model_dump(mode="json", exclude_none=True)
-    problems: list[Problem] = []
-    by_id = {f["id"]: f for f in doc["funders"]}
-    for fid, changes in (funders or {}).items():
-        if fid not in by_id:
-            problems.append(Problem("scenario", f"funders[{fid}]", f"no funder '{fid}' in the base terms"))
-            continue
-        by_id[fid].update(copy.deepcopy(changes))
-    removed = set(remove)
-    for fid in removed - set(by_id):
-        problems.append(Problem("scenario", f"remove[{fid}]", f"no funder '{fid}' in the base terms"))
-    if problems:
-        raise InputError(problems)
-    doc["funders"] = [f for f in doc["funders"] if f["id"] not in removed] + [copy.deepcopy(f) for f in add]
-    doc["platform"].update(copy.deepcopy(platform or {}))
-    terms = terms_from_dict(doc, "scenario")
-
+    terms = scenario_terms(day.terms, funders=funders, platform=platform, remove=remove, add=add)
+    missing = sorted(terms.columns() - set(day.loans.columns))
+    if missing:
+        raise InputError(Problem("scenario", f"columns {missing}",
+                                 "a rule names a column the originations do not have"))
     loans = day.loans
     if where is not None:
         loans = loans.query(where) if isinstance(where, str) else loans[np.asarray(where, dtype=bool)]
@@ -73,6 +61,31 @@ def derive(day: Day, *, funders: dict[str, dict[str, Any]] | None = None,
         expo = expo[expo["funder_id"].isin(ids)].reset_index(drop=True)
     inst = compile_instance(loans, terms, port, expo, sources={"funders": "scenario"})
     return Day(loans, terms, port, expo, inst, {"compile": 0.0})
+
+
+def scenario_terms(terms: Terms, *, funders: dict[str, dict[str, Any]] | None = None,
+                   platform: dict[str, Any] | None = None, remove: Iterable[str] = (),
+                   add: Iterable[dict[str, Any]] = ()) -> Terms:
+    """The terms with overrides applied (see :func:`derive`), validated like any funders document."""
+    doc = terms.model_dump(mode="json", exclude_none=True)
+    problems: list[Problem] = []
+    by_id = {f["id"]: f for f in doc["funders"]}
+    for fid, changes in (funders or {}).items():
+        if fid not in by_id:
+            problems.append(Problem("scenario", f"funders[{fid}]", f"no funder '{fid}' in the base terms"))
+            continue
+        if not isinstance(changes, dict):
+            problems.append(Problem("scenario", f"funders[{fid}]", "expected a mapping of fields to new values"))
+            continue
+        by_id[fid].update(copy.deepcopy(changes))
+    removed = set(remove)
+    for fid in sorted(removed - set(by_id)):
+        problems.append(Problem("scenario", f"remove[{fid}]", f"no funder '{fid}' in the base terms"))
+    if problems:
+        raise InputError(problems)
+    doc["funders"] = [f for f in doc["funders"] if f["id"] not in removed] + [copy.deepcopy(f) for f in add]
+    doc["platform"].update(copy.deepcopy(platform or {}))
+    return terms_from_dict(doc, "scenario")
 
 
 @dataclass(frozen=True, eq=False)
