@@ -72,3 +72,40 @@ def day100k() -> dict[str, str]:
     d = FIXTURES / "day100k"
     return {"originations": str(d / "originations.parquet"), "funders": str(d / "funders.yaml"),
             "portfolio": str(d / "portfolio.csv"), "exposures": str(d / "exposures.csv")}
+
+
+# ------------------------------------------------------------------------------------------ stores
+# The suite runs the store against SQLite and PostgreSQL. `make test` starts a local PostgreSQL
+# server (scripts/postgres-up) and passes its URL in FUNDALLOC_TEST_POSTGRES_URL; the PostgreSQL
+# cases fail (never skip) without it. Run `pytest -m "not postgres"` to leave them out on purpose.
+def _fresh_postgres_url() -> str:
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = os.environ.get("FUNDALLOC_TEST_POSTGRES_URL")
+    if not base:
+        pytest.fail("FUNDALLOC_TEST_POSTGRES_URL is not set: run the suite with `make test`, which starts "
+                    "PostgreSQL, or leave these cases out with -m 'not postgres'")
+    u = make_url(base)
+    name = f"fa_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                         dbname=u.database, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+STORES = [pytest.param("sqlite", id="sqlite"),
+          pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
+
+
+def make_store_url(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'fundalloc.db'}"
+    return _fresh_postgres_url()
+
+
+@pytest.fixture(params=STORES)
+def store_url(request, tmp_path) -> str:
+    return make_store_url(request.param, tmp_path)

@@ -302,8 +302,8 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
                   funders_version: int | None, plan_date: dt.date | None, new: bool) -> tuple[PlanRecord, bool]:
     """Validate the uploads (every problem at once), then store inputs and a queued job in one
     transaction; or return the existing plan of the same inputs."""
-    from ..api import read_day
-    from ..terms import load_terms, terms_from_dict
+    from ..api import load_day
+    from ..terms import terms_from_dict
 
     problems: list[Problem] = []
     orig = uploads["originations"]
@@ -343,29 +343,31 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
             paths[name] = folder / fname
             paths[name].write_bytes(up[1])
             shown[str(paths[name])] = f"{name} ({fname})"
-        try:
-            terms = load_terms(paths["funders"]) if paths["funders"] else terms_from_dict(version.document)
-            inputs = read_day(paths["originations"], terms, paths["portfolio"], paths["exposures"])
+        try:  # read, validate and compile: every input problem surfaces here, before anything is stored
+            funders_in = paths["funders"] or terms_from_dict(version.document, f"funders_version {version.id}")
+            day = load_day(paths["originations"], funders_in, paths["portfolio"], paths["exposures"])
         except InputError as exc:
             raise InputError([Problem(shown.get(p.source, p.source), p.where, p.message) for p in exc.problems]) \
                 from None
-    if len(inputs.loans) > cfg.max_rows:
-        raise ApiError(413, "too_many_rows", f"{len(inputs.loans):,} loans is over the limit of {cfg.max_rows:,} "
+    terms, n_loans, digest = day.terms, len(day.loans), day.instance.digest
+    del day
+    if n_loans > cfg.max_rows:
+        raise ApiError(413, "too_many_rows", f"{n_loans:,} loans is over the limit of {cfg.max_rows:,} "
                                              "(FUNDALLOC_MAX_ROWS)")
     if not new:
-        existing = store.find_plan(inputs.digest)
+        existing = store.find_plan(digest)
         if existing is not None:
             return existing, True
     funders_json = json.dumps(terms.model_dump(mode="json", exclude_none=True), sort_keys=True).encode()
     with store.session() as s, s.begin():
         rec = PlanRecord(
             id=store.new_plan_id(), kind="plan", status="queued", plan_date=plan_date, created_by=actor,
-            inputs_digest=inputs.digest,
+            inputs_digest=digest,
             originations_digest=store.put_blob(s, orig[1], "originations", orig[0]),
             originations_format=ORIGINATION_FORMATS[ext],
             funders_digest=store.put_blob(s, funders_json, "funders", "funders.json"),
             funders_version_id=version.id if version else None,
-            loan_count=len(inputs.loans), options={"time_limit": cfg.solve_time_limit}, attempts=0)
+            loan_count=n_loans, options={"time_limit": cfg.solve_time_limit}, attempts=0)
         for name in ("portfolio", "exposures"):
             up = uploads[name]
             if up is not None:
