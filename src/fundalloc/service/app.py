@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Path as PathParam, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -259,6 +259,11 @@ def _route_path(route: Any, request: Request) -> str:
     return path if path.startswith("/v1") else "/v1" + path
 
 
+PlanId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,32}$", examples=["p_3f2a9c1b0d4e5f60"])]
+KeyId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,32}$", examples=["k_1a2b3c4d5e6f"])]
+VersionId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+
 bearer = HTTPBearer(auto_error=False, description="an API key from 'fundalloc keys create'")
 
 
@@ -490,13 +495,13 @@ def _router() -> APIRouter:
         return PlanList(total=total, offset=offset, limit=limit, items=[_plan_out(x) for x in rows])
 
     @r.get("/plans/{plan_id}", tags=["plans"], response_model=PlanOut, responses={**COMMON, **NOT_FOUND})
-    def get_plan(request: Request, plan_id: str, _key: Viewer) -> PlanOut:
+    def get_plan(request: Request, plan_id: PlanId, _key: Viewer) -> PlanOut:
         """A plan's status, lineage and summary (the contract's `plan.json`); poll this for a job."""
         return _plan_out(_get_plan(request, plan_id))
 
     @r.get("/plans/{plan_id}/routes", tags=["plans"], response_model=TablePage,
            responses={**COMMON, **NOT_FOUND, 409: {"model": ErrorOut}})
-    def get_routes(request: Request, plan_id: str, _key: Viewer) -> TablePage:
+    def get_routes(request: Request, plan_id: PlanId, _key: Viewer) -> TablePage:
         """One row per route: amounts, loan count, cost and utilisation of each limit (`funders.csv`)."""
         _ready(request, plan_id)
         df = request.app.state.tables.get(plan_id, "routes")
@@ -504,9 +509,9 @@ def _router() -> APIRouter:
 
     @r.get("/plans/{plan_id}/constraints", tags=["plans"], response_model=TablePage,
            responses={**COMMON, **NOT_FOUND, 409: {"model": ErrorOut}})
-    def get_constraints(request: Request, plan_id: str, _key: Viewer,
+    def get_constraints(request: Request, plan_id: PlanId, _key: Viewer,
                         binding: Annotated[bool | None, Query(description="only binding (or only slack) rows")] = None,
-                        funder_id: Annotated[str | None, Query(max_length=200)] = None,
+                        funder_id: Text = None,
                         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
                         offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> TablePage:
         """Every constraint with value, limit, slack, whether it binds and its shadow price."""
@@ -523,8 +528,8 @@ def _router() -> APIRouter:
            responses={**COMMON, **NOT_FOUND, 409: {"model": ErrorOut},
                       200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
                             "description": "a page of JSON, or the whole (filtered) table as CSV or Parquet"}})
-    def get_allocations(request: Request, plan_id: str, _key: Viewer,
-                        route: Annotated[str | None, Query(max_length=200,
+    def get_allocations(request: Request, plan_id: PlanId, _key: Viewer,
+                        route: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$",
                                                            description="a route id; '' for unfunded")] = None,
                         format: Annotated[str, Query(pattern="^(json|csv|parquet)$")] = "json",
                         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
@@ -550,7 +555,7 @@ def _router() -> APIRouter:
     @r.post("/plans/{plan_id}/what-if", tags=["what-if"], status_code=201, response_model=PlanOut,
             responses={**COMMON, **NOT_FOUND, 202: {"model": PlanOut}, 409: {"model": ErrorOut},
                        422: {"model": ErrorOut}, 503: {"model": ErrorOut}})
-    async def what_if(request: Request, plan_id: str, body: WhatIfIn, key: Planner):
+    async def what_if(request: Request, plan_id: PlanId, body: WhatIfIn, key: Planner):
         """A scenario from a plan: replace any funder or platform field, remove or add funders, scale
         volumes. Answers the new plan with its `difference` from the base (routes, moved loans)."""
         store: Store = request.app.state.store
@@ -569,7 +574,7 @@ def _router() -> APIRouter:
 
     @r.get("/funders/{version_id}", tags=["funders"], response_model=FundersOut,
            responses={**COMMON, 404: {"model": ErrorOut}})
-    def get_funders(request: Request, version_id: int, _key: Viewer) -> FundersOut:
+    def get_funders(request: Request, version_id: VersionId, _key: Viewer) -> FundersOut:
         """One version, with its document."""
         v = request.app.state.store.funders_version(version_id)
         if v is None:
@@ -603,7 +608,7 @@ def _router() -> APIRouter:
         return KeyOut(id=info.id, role=info.role, label=info.label, secret=secret)
 
     @r.delete("/keys/{key_id}", tags=["admin"], status_code=204, responses={**COMMON, 404: {"model": ErrorOut}})
-    def revoke_key(request: Request, key_id: str, key: Admin) -> Response:
+    def revoke_key(request: Request, key_id: KeyId, key: Admin) -> Response:
         """Revoke a key: it stops working at once."""
         if not request.app.state.store.revoke_key(key_id, actor=key.id):
             raise ApiError(404, "not_found", f"no active key '{key_id}'")

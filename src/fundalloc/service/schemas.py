@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _utc(v: dt.datetime) -> dt.datetime:
+    return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v
+
+
+# the store keeps naive UTC timestamps; answers carry the zone (RFC 3339)
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_utc)]
 
 
 class ProblemOut(BaseModel):
@@ -34,9 +42,9 @@ class PlanOut(BaseModel):
     status: str = Field(examples=["succeeded"], description="job status: queued | running | succeeded | failed")
     plan_status: str | None = Field(None, examples=["optimal"], description="optimal | feasible | time_limit")
     plan_date: dt.date | None = None
-    created_at: dt.datetime
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
     created_by: str
     inputs_digest: str
     funders_version: int | None = None
@@ -102,7 +110,7 @@ class FundersOut(BaseModel):
     label: str
     effective_date: dt.date | None
     digest: str
-    created_at: dt.datetime
+    created_at: UtcDateTime
     created_by: str
     document: dict[str, Any] | None = None
 
@@ -117,14 +125,14 @@ class KeyOut(BaseModel):
     id: str
     role: str
     label: str
-    created_at: dt.datetime | None = None
-    revoked_at: dt.datetime | None = None
+    created_at: UtcDateTime | None = None
+    revoked_at: UtcDateTime | None = None
     secret: str | None = Field(None, description="shown once, at creation")
 
 
 class AuditOut(BaseModel):
     id: int
-    at: dt.datetime
+    at: UtcDateTime
     actor: str
     role: str
     action: str
