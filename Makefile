@@ -21,11 +21,14 @@ demo: setup
 	$(BIN)/fundalloc plan $(DAY_ARGS) --out out/day100k
 	$(BIN)/fundalloc verify $(DAY_ARGS) --plan out/day100k
 
+# the suite runs the store against SQLite and against a local PostgreSQL server, which
+# scripts/postgres-up installs (apt-get) and starts when it is not running yet
 test: setup
-	$(BIN)/python -m pytest -q
+	FUNDALLOC_TEST_POSTGRES_URL=$$(scripts/postgres-up | tail -n 1) $(BIN)/python -m pytest -q
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 bench: setup
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/load.py

@@ -84,6 +84,57 @@ class TableCache:
         return df
 
 
+class KeyCache:
+    """Authenticated keys for a few seconds, so that a burst of reads does not query the store for
+    every request. A key revoked through this service stops at once; one revoked from the CLI
+    (another process) stops within ``ttl`` seconds."""
+
+    def __init__(self, store: Store, ttl: float = 2.0):
+        self.store, self.ttl = store, ttl
+        self._d: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, secret: str) -> KeyInfo | None:
+        import time
+        now = time.monotonic()
+        with self._lock:
+            hit = self._d.get(secret)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        info = self.store.authenticate(secret)
+        with self._lock:
+            if len(self._d) > 10_000:
+                self._d.clear()
+            self._d[secret] = (now, info)
+        return info
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+
+
+class RecordCache:
+    """Plan records that can no longer change (succeeded or failed)."""
+
+    def __init__(self, store: Store, size: int = 1024):
+        self.store, self.size = store, size
+        self._d: OrderedDict[str, PlanRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, plan_id: str) -> PlanRecord | None:
+        with self._lock:
+            if plan_id in self._d:
+                self._d.move_to_end(plan_id)
+                return self._d[plan_id]
+        rec = self.store.plan(plan_id)
+        if rec is not None and rec.status in ("succeeded", "failed"):
+            with self._lock:
+                self._d[plan_id] = rec
+                while len(self._d) > self.size:
+                    self._d.popitem(last=False)
+        return rec
+
+
 class AuditWriter:
     """Audit entries written behind the request, in batches, so that reads stay fast."""
 
@@ -158,6 +209,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = JobRunner(cfg.database_url, cfg.workers, cfg.queue_limit)
         app.state.settings, app.state.store, app.state.runner = cfg, store, runner
         app.state.tables = TableCache(store)
+        app.state.records = RecordCache(store)
+        app.state.keys = KeyCache(store)
         app.state.audit = AuditWriter(store)
         _resume(store, runner, cfg)
         if not store.keys():
@@ -273,7 +326,7 @@ def _auth(role: str):
         challenge = {"WWW-Authenticate": "Bearer"}
         if cred is None or not cred.credentials:
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <key>'", headers=challenge)
-        key = request.app.state.store.authenticate(cred.credentials)
+        key = request.app.state.keys.get(cred.credentials)
         if key is None:
             raise ApiError(401, "unauthorized", "unknown or revoked key", headers=challenge)
         request.state.key = key
@@ -289,7 +342,7 @@ Admin = Annotated[KeyInfo, Depends(_auth("admin"))]
 
 
 def _get_plan(request: Request, plan_id: str) -> PlanRecord:
-    rec = request.app.state.store.plan(plan_id)
+    rec = request.app.state.records.get(plan_id)
     if rec is None:
         raise ApiError(404, "not_found", f"no plan '{plan_id}'")
     return rec
@@ -612,6 +665,7 @@ def _router() -> APIRouter:
         """Revoke a key: it stops working at once."""
         if not request.app.state.store.revoke_key(key_id, actor=key.id):
             raise ApiError(404, "not_found", f"no active key '{key_id}'")
+        request.app.state.keys.clear()
         return Response(status_code=204)
 
     @r.get("/audit", tags=["admin"], response_model=list[AuditOut], responses=COMMON)
