@@ -6,6 +6,9 @@ Exit codes (also in the README):
 - 1: ``verify`` found a broken constraint; or an unexpected internal error
 - 2: invalid input (the message names the file, the row or key, and what is wrong); nothing written
 - 3: the solver failed and no plan could be made; nothing written
+- 4: the store (``FUNDALLOC_DATABASE_URL``) cannot be opened or migrated
+- 5: ``batch``: the day was already run and its outbox is complete (use ``--force`` to replace it)
+- 6: ``batch``: success, but some loans are unfunded or a minimum was not reached (see the report)
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ EXIT_OK = 0
 EXIT_VIOLATIONS = 1
 EXIT_INPUT = 2
 EXIT_SOLVER = 3
+EXIT_STORE = 4
+EXIT_ALREADY_RUN = 5
+EXIT_UNFUNDED = 6
 
 
 def _progress(enabled: bool):
@@ -61,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(v)
     v.add_argument("--plan", required=True, help="plan folder written by 'fundalloc plan'")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    b = sub.add_parser("batch", help="the day-end batch: plan a day from the inbox, record it, write its outbox")
+    b.add_argument("--date", required=True, type=_date, help="the business day, YYYY-MM-DD")
+    b.add_argument("--inbox", required=True, help="inbox folder (funders.yaml, <date>/originations.csv|parquet)")
+    b.add_argument("--outbox", required=True, help="outbox folder; the day is written to <outbox>/<date>/")
+    b.add_argument("--force", action="store_true", help="replace a day that was already run")
+    b.add_argument("--recompute-following", action="store_true",
+                   help="also re-run the recorded days after this one, in order, on the new state")
+    b.add_argument("--pacing", default="lookahead", choices=["lookahead", "even", "none"],
+                   help="how period quotas (monthly_max/monthly_min) are spread over the month")
+    b.add_argument("--solver", default="highs", choices=["highs", "ortools", "pulp"])
+    b.add_argument("--time-limit", type=float, default=300.0, help="seconds per solve")
+    b.add_argument("--gap", type=float, default=1e-5, help="gap to the LP bound that counts as optimal")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    b.add_argument("--log-format", choices=["json", "text"], default=None,
+                   help="log lines on stderr (default: json in a pipe, text in a terminal)")
 
     sv = sub.add_parser("serve", help="run the HTTP service (settings from FUNDALLOC_* environment variables)")
     sv.add_argument("--host", default="127.0.0.1")
@@ -133,6 +156,78 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if rep.ok else EXIT_VIOLATIONS
 
 
+def _date(text: str):
+    import datetime as dt
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+class _JsonFormatter:
+    """One JSON object per log line: time, level, logger, message and the record's fields."""
+
+    def format(self, record) -> str:
+        out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+               "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        out.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            import traceback
+            out["error"] = "".join(traceback.format_exception(*record.exc_info)).strip().splitlines()[-1]
+        return json.dumps(_json(out), default=str)
+
+
+def _logging(fmt: str) -> None:
+    import logging
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())  # type: ignore[arg-type]
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("fundalloc")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _bar(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(msg: str, i: int, n: int) -> None:
+        done = int(24 * i / n)
+        sys.stderr.write(f"\r[{'#' * done}{'-' * (24 - done)}] {i}/{n} {msg[:70]:<70}")
+        if i == n:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    import logging
+
+    from .batch import BatchOptions, run_day
+    from .engine import PlanOptions
+    from .store import Store
+
+    tty = sys.stderr.isatty()
+    _logging(args.log_format or ("text" if tty else "json"))
+    log = logging.getLogger("fundalloc.batch")
+    store = Store()
+    store.migrate()
+    opts = BatchOptions(pacing=args.pacing, force=args.force, recompute_following=args.recompute_following,
+                        plan=PlanOptions(solver=args.solver, time_limit=args.time_limit, gap_tolerance=args.gap))
+    log.info("batch started", extra={"fields": {"date": args.date.isoformat(), "inbox": args.inbox,
+                                                "outbox": args.outbox, "pacing": args.pacing, "store": store.redacted_url}})
+    results = run_day(store, args.date, args.inbox, args.outbox, opts, _bar(tty if args.progress is None else args.progress))
+    for r in results:
+        s = r.plan.summary()
+        print(f"{r.day}: {s['status']}  objective {s['objective']:,.2f}  gap {s['gap']:.2e}  loans {s['loan_count']:,}  "
+              f"unfunded {s['unfunded_count']:,}  shortfall {s['shortfall']:,.2f}  -> {r.outbox}")
+    return EXIT_OK if all(r.clean for r in results) else EXIT_UNFUNDED
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -180,7 +275,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"plan": cmd_plan, "verify": cmd_verify, "serve": cmd_serve, "keys": cmd_keys}[args.command]
+    handler = {"plan": cmd_plan, "verify": cmd_verify, "serve": cmd_serve, "keys": cmd_keys,
+               "batch": cmd_batch}[args.command]
     try:
         return handler(args)
     except InputError as exc:
@@ -189,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FundallocError as exc:
         print(f"fundalloc {args.command}: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+    except Exception as exc:  # an unexpected failure: one line for the operator, exit 1
+        import logging
+        logging.getLogger("fundalloc").exception("unexpected failure")
+        print(f"fundalloc {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -305,7 +305,7 @@ def compile_instance(
             conc.append(ConcFamily(r, c, where_mask, per_codes, per_values, basis, tuple(segs)))
 
     # --- caps ----------------------------------------------------------------------------------
-    daily_max = np.array([f.daily_max if f.daily_max is not None else np.inf for f in funders] + [np.inf])
+    daily_max = np.array([f.day_cap if f.day_cap is not None else np.inf for f in funders] + [np.inf])
     headroom = np.array(
         [f.facility_limit - f.outstanding if f.facility_limit is not None else np.inf for f in funders]
         + [np.inf]

@@ -7,6 +7,7 @@ reported at once with its key path.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -188,6 +189,8 @@ class Funder(_Strict):
     daily_max: NonNegative | None = None
     daily_min: NonNegative | None = None
     shortfall_fee: NonNegative = 0.01
+    monthly_max: NonNegative | None = None  # quota per calendar month (the batch paces it over the month)
+    monthly_min: NonNegative | None = None  # soft monthly minimum, shortfall charged at shortfall_fee
     facility_limit: NonNegative | None = None
     outstanding: NonNegative = 0.0
     eligibility: dict[str, Rule] = Field(default_factory=dict)
@@ -208,11 +211,19 @@ class Funder(_Strict):
     def _min_max(self) -> "Funder":
         if self.daily_min is not None and self.daily_max is not None and self.daily_min > self.daily_max:
             raise ValueError(f"daily_min {self.daily_min} is above daily_max {self.daily_max}")
+        if self.monthly_min is not None and self.monthly_max is not None and self.monthly_min > self.monthly_max:
+            raise ValueError(f"monthly_min {self.monthly_min} is above monthly_max {self.monthly_max}")
         names = [c.name for c in self.concentration]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"concentration names repeat: {dup}")
         return self
+
+    @property
+    def day_cap(self) -> float | None:
+        """What one day may use: ``daily_max``, and never more than a whole month's quota."""
+        caps = [c for c in (self.daily_max, self.monthly_max) if c is not None]
+        return min(caps) if caps else None
 
     def columns(self) -> set[str]:
         cols = set(self.eligibility)
@@ -240,6 +251,7 @@ class Terms(_Strict):
 
     platform: Platform
     funders: tuple[Funder, ...] = ()
+    as_of: dt.date | None = None  # the day the balances (outstanding) were taken; the batch adds later days
 
     @model_validator(mode="after")
     def _ids(self) -> "Terms":
@@ -265,6 +277,10 @@ class Terms(_Strict):
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def document(self) -> dict[str, Any]:
+        """The contract's document form (what a YAML file of these terms would hold)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -158,10 +158,11 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     A = a.groupby(route).sum()
     for f in terms.funders:
         Af = float(A.get(f.id, 0.0))
-        if f.daily_max is not None:
-            rep.checked += 1
-            if Af > f.daily_max + TOL:
-                rep.add("daily_max", f.id, f"{Af:,.2f} > {f.daily_max:,.2f}", Af - f.daily_max)
+        for kind, cap in (("daily_max", f.daily_max), ("monthly_max", f.monthly_max)):
+            if cap is not None:  # one day can never use more than the month's quota
+                rep.checked += 1
+                if Af > cap + TOL:
+                    rep.add(kind, f.id, f"{Af:,.2f} > {cap:,.2f}", Af - cap)
         if f.facility_limit is not None:
             rep.checked += 1
             head = f.facility_limit - f.outstanding
