@@ -516,7 +516,11 @@ STEPS = 6
 
 def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: BatchOptions,
              progress: Callable[[str, int, int], None] | None) -> DayResult:
-    say = progress or (lambda msg, i, n: None)
+    def say(msg: str, i: int, n: int) -> None:
+        log.info(msg, extra={"fields": {"date": day.isoformat(), "step": i, "steps": n}})
+        if progress is not None:
+            progress(msg, i, n)
+
     target = outbox / day.isoformat()
     _clean_leftovers(outbox, day.isoformat())
     existing = store.batch_day(day)
