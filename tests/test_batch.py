@@ -315,3 +315,18 @@ def test_recompute_following_replans_later_days_on_the_new_state(tmp_path):
     assert rs[1].state.month_used.get("bank_a", 0.0) == 0.0  # day 2 sees day 1's new plan
     assert fold(D1 + dt.timedelta(days=3), stored_deltas(store), D1).equals(
         fold(D1 + dt.timedelta(days=3), rebuilt_deltas(store), D1))
+
+
+def test_without_a_funders_file_the_version_in_force_in_the_store_is_used(tmp_path):
+    store = Store(make_store_url("sqlite", tmp_path))
+    store.migrate()
+    inbox = make_inbox(tmp_path / "in", days=2)
+    (inbox / "funders.yaml").unlink()
+    with pytest.raises(InputError, match="no funders version"):
+        run_day(store, D1, inbox, tmp_path / "out")
+    store.add_funders_version(month_terms(daily_max=0), label="bank_a closed", effective_date=D1)
+    store.add_funders_version(month_terms(), label="bank_a open", effective_date=D1 + dt.timedelta(days=1))
+    r1 = run_day(store, D1, inbox, tmp_path / "out")[0]
+    r2 = run_day(store, D1 + dt.timedelta(days=1), inbox, tmp_path / "out")[0]
+    a = lambda r: float(r.plan.funders.set_index("funder_id").loc["bank_a", "funder_amount"])
+    assert a(r1) == 0 and a(r2) > 0

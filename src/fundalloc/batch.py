@@ -73,12 +73,9 @@ class Inbox:
             raise InputError(Problem(str(folder), stem, f"more than one file: {[p.name for p in found]}; keep one"))
         return found[0] if found else None
 
-    def funders(self, day: dt.date) -> Path:
+    def funders(self, day: dt.date) -> Path | None:
         exts = (".yaml", ".yml", ".json")
-        p = self._one(self.root / day.isoformat(), "funders", exts) or self._one(self.root, "funders", exts)
-        if p is None:
-            raise InputError(Problem(str(self.root), "funders.yaml", "no funders file in the inbox (nor for the day)"))
-        return p
+        return self._one(self.root / day.isoformat(), "funders", exts) or self._one(self.root, "funders", exts)
 
     def originations(self, day: dt.date) -> Path:
         p = self._one(self.root / day.isoformat(), "originations", (".csv", ".parquet"))
@@ -537,7 +534,15 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     problems: list[Problem] = []
     terms = start_port = start_expo = forecast = None
     try:
-        terms = load_terms(terms_path)
+        if terms_path is not None:
+            terms = load_terms(terms_path)
+        else:  # no file in the inbox: the store's funders version in force that day
+            version = store.funders_in_force(day)
+            if version is None:
+                raise InputError(Problem(str(inbox.root), "funders.yaml",
+                                         f"no funders file in the inbox and no funders version in the store "
+                                         f"effective on or before {day}"))
+            terms = terms_from_dict(version.document, f"funders version {version.id}")
     except InputError as exc:
         problems += exc.problems
     for name in ("portfolio", "exposures"):
@@ -558,7 +563,7 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     if problems:
         raise InputError(problems)
     # validate the day's loans against the original terms first (every problem, with file names)
-    base = load_day(orig_path, terms_path, None, None)
+    base = load_day(orig_path, terms_path or terms, None, None)
     loans = base.loans
 
     say(f"{day}: state from {len(store.batch_days())} recorded days", 2, STEPS)

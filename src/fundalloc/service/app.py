@@ -62,26 +62,37 @@ NOT_FOUND = {404: {"model": ErrorOut, "description": "no such plan"}}
 
 
 # ------------------------------------------------------------------------------------------ helpers
-class TableCache:
-    """Decoded tables of finished plans (immutable once stored), least recently used first out."""
+class Lru:
+    """A small thread-safe least-recently-used cache of values that never change once cached."""
 
-    def __init__(self, store: Store, size: int = 16):
-        self.store, self.size = store, size
-        self._d: OrderedDict[tuple[str, str], pd.DataFrame] = OrderedDict()
+    def __init__(self, size: int):
+        self.size = size
+        self._d: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, plan_id: str, name: str) -> pd.DataFrame:
-        k = (plan_id, name)
+    def get(self, key: Any, load: Callable[[], Any], keep: Callable[[Any], bool] = lambda v: True) -> Any:
         with self._lock:
-            if k in self._d:
-                self._d.move_to_end(k)
-                return self._d[k]
-        df = self.store.plan_table(plan_id, name)
-        with self._lock:
-            self._d[k] = df
-            while len(self._d) > self.size:
-                self._d.popitem(last=False)
-        return df
+            if key in self._d:
+                self._d.move_to_end(key)
+                return self._d[key]
+        value = load()
+        if keep(value):
+            with self._lock:
+                self._d[key] = value
+                while len(self._d) > self.size:
+                    self._d.popitem(last=False)
+        return value
+
+
+class TableCache(Lru):
+    """Decoded tables of finished plans (immutable once stored)."""
+
+    def __init__(self, store: Store, size: int = 16):
+        super().__init__(size)
+        self.store = store
+
+    def get(self, plan_id: str, name: str) -> pd.DataFrame:  # type: ignore[override]
+        return super().get((plan_id, name), lambda: self.store.plan_table(plan_id, name))
 
 
 class KeyCache:
@@ -113,26 +124,16 @@ class KeyCache:
             self._d.clear()
 
 
-class RecordCache:
+class RecordCache(Lru):
     """Plan records that can no longer change (succeeded or failed)."""
 
     def __init__(self, store: Store, size: int = 1024):
-        self.store, self.size = store, size
-        self._d: OrderedDict[str, PlanRecord] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(size)
+        self.store = store
 
-    def get(self, plan_id: str) -> PlanRecord | None:
-        with self._lock:
-            if plan_id in self._d:
-                self._d.move_to_end(plan_id)
-                return self._d[plan_id]
-        rec = self.store.plan(plan_id)
-        if rec is not None and rec.status in ("succeeded", "failed"):
-            with self._lock:
-                self._d[plan_id] = rec
-                while len(self._d) > self.size:
-                    self._d.popitem(last=False)
-        return rec
+    def get(self, plan_id: str) -> PlanRecord | None:  # type: ignore[override]
+        return super().get(plan_id, lambda: self.store.plan(plan_id),
+                           keep=lambda rec: rec is not None and rec.status in ("succeeded", "failed"))
 
 
 class AuditWriter:
