@@ -81,7 +81,6 @@ def day100k() -> dict[str, str]:
 def _fresh_postgres_url() -> str:
     import uuid
 
-    import psycopg
     from sqlalchemy.engine import make_url
 
     base = os.environ.get("FUNDALLOC_TEST_POSTGRES_URL")
@@ -90,10 +89,30 @@ def _fresh_postgres_url() -> str:
                     "PostgreSQL, or leave these cases out with -m 'not postgres'")
     u = make_url(base)
     name = f"fa_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                         dbname=u.database, autocommit=True) as conn:
+    with _pg_admin(u) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    _CREATED.append(name)
     return u.set(database=name).render_as_string(hide_password=False)
+
+
+_CREATED: list[str] = []
+
+
+def _pg_admin(u):
+    import psycopg
+    return psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
+                           dbname=u.database, autocommit=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases():
+    """The per-test PostgreSQL databases go when the session ends."""
+    yield
+    if _CREATED:
+        from sqlalchemy.engine import make_url
+        with _pg_admin(make_url(os.environ["FUNDALLOC_TEST_POSTGRES_URL"])) as conn:
+            for name in _CREATED:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 STORES = [pytest.param("sqlite", id="sqlite"),
