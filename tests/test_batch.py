@@ -195,6 +195,10 @@ def test_monthly_quota_holds_over_the_month(pacing, tmp_path):
         assert a <= min(600_000, r.pacing.allowance["bank_a"]) + 0.01
         assert r.pacing.remaining["bank_a"] == pytest.approx(max(1_200_000 - r.state.month_used.get("bank_a", 0), 0),
                                                               abs=0.01)
+        # bank_b's facility headroom is paced like a quota: 3M limit, 2M outstanding
+        assert r.pacing.remaining["bank_b"] == pytest.approx(1_000_000 - r.state.carried.get("bank_b", 0), abs=0.01)
+        b = float(r.plan.funders.set_index("funder_id").loc["bank_b", "funder_amount"])
+        assert b <= r.pacing.allowance["bank_b"] + 0.01
 
 
 def test_lookahead_gives_the_spike_day_more_quota_than_even_pacing(tmp_path):

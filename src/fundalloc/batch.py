@@ -15,7 +15,8 @@ plan (what each route funded, each borrower's new exposure, each portfolio segme
 state before day D is the fold of the deltas of the days before D, so replacing a day replaces its
 delta and every later day sees the change.
 
-Period quotas (``monthly_max``, ``monthly_min``) are paced over the month:
+Period resources are paced over the month: quotas (``monthly_max``, ``monthly_min``) and facility
+headroom (a stock that the month's days draw down; nothing is repaid within the month):
 
 - ``lookahead`` (default): the rest of the month enters one LP as forecast volume (a sample of the
   recent days' loans scaled to the forecast, with every daily limit scaled by the days left), so
@@ -232,9 +233,9 @@ class Pacing:
     method: str
     days_left: int  # including today
     future_volume: float  # principal expected on the later days of the month
-    allowance: dict[str, float]  # per funder with monthly_max: what today may use
+    allowance: dict[str, float]  # per funder with a monthly quota or a facility: what today may use
     min_target: dict[str, float]  # per funder with monthly_min: what today should reach
-    remaining: dict[str, float]  # per funder with monthly_max: quota left before today
+    remaining: dict[str, float]  # per funder with a monthly quota or a facility: what is left before today
 
 
 def _month_end(day: dt.date) -> dt.date:
@@ -297,12 +298,27 @@ def _scaled_terms(terms: Terms, state: State, days: int, remaining: dict[str, fl
     return terms_from_dict(doc, "scaled terms")
 
 
+def period_left(terms: Terms, state: State) -> dict[str, float]:
+    """What each funder can still fund this month: its monthly quota left and its facility
+    headroom left (a stock the month's days draw down, as nothing is repaid within the month),
+    whichever is smaller."""
+    out = {}
+    for f in terms.funders:
+        caps = []
+        if f.monthly_max is not None:
+            caps.append(f.monthly_max - state.month_used.get(f.id, 0.0))
+        if f.facility_limit is not None:
+            caps.append(f.facility_limit - f.outstanding - state.carried.get(f.id, 0.0))
+        if caps:
+            out[f.id] = max(min(caps), 0.0)
+    return out
+
+
 def pace(method: str, day: dt.date, terms: Terms, state: State, loans: pd.DataFrame,
          portfolio: pd.DataFrame | None, exposures: pd.DataFrame | None, pool: pd.DataFrame,
          forecast: pd.DataFrame | None, recent_volumes: list[float], options: PlanOptions,
          sample_size: int = 50_000) -> Pacing:
-    remaining = {f.id: max(f.monthly_max - state.month_used.get(f.id, 0.0), 0.0)
-                 for f in terms.funders if f.monthly_max is not None}
+    remaining = period_left(terms, state)
     remaining_min = {f.id: max(f.monthly_min - state.month_used.get(f.id, 0.0), 0.0)
                      for f in terms.funders if f.monthly_min is not None}
     today = float(loans["principal"].sum())

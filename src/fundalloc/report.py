@@ -104,11 +104,11 @@ def render_report(day: dt.date, plan: Any, terms: Any, pacing: Any, state: Any, 
     if s["breaches"]:
         out.append("<h2 class='warn'>Breaches worked around</h2>")
         out.append(_table(pd.DataFrame(s["breaches"]).astype(str)))
-    out.append("<h2>Period quotas</h2>")
+    out.append("<h2>Period quotas and facility headroom</h2>")
     rows = []
     for fu in terms.funders:
         if fu.id in pacing.remaining or fu.id in pacing.min_target:
-            rows.append({"funder": fu.id, "used this month before today": state.month_used.get(fu.id, 0.0),
+            rows.append({"funder": fu.id, "funded this month before today": state.month_used.get(fu.id, 0.0),
                          "left before today": pacing.remaining.get(fu.id, np.nan),
                          "today's allowance": pacing.allowance.get(fu.id, np.nan),
                          "today's minimum target": pacing.min_target.get(fu.id, np.nan),
@@ -118,7 +118,7 @@ def render_report(day: dt.date, plan: Any, terms: Any, pacing: Any, state: Any, 
                    f"including today; volume expected on the later days: {_money(pacing.future_volume)}.</p>")
         out.append(_table(pd.DataFrame(rows), money=tuple(k for k in rows[0] if k != "funder")))
     else:
-        out.append("<p>No funder has a period quota.</p>")
+        out.append("<p>No funder has a period quota or a facility limit.</p>")
     unf = plan.allocations[plan.allocations["funder_id"] == ""]
     if len(unf):
         out.append("<h2 class='warn'>Unfunded loans</h2>")
