@@ -54,7 +54,7 @@ def run_optimiser(inbox: Path, days: list[dt.date], pacing: str, work: Path, hid
     store = Store(f"sqlite:///{work / f'{pacing}-{hide_forecast}.db'}")
     store.migrate()
     rows = []
-    opts = BatchOptions(pacing=pacing, plan=PlanOptions(mip_time_limit=5.0))
+    opts = BatchOptions(pacing=pacing)
     for d in days:
         t0 = time.perf_counter()
         r = run_day(store, d, box, work / f"out-{pacing}-{hide_forecast}", opts)[0]

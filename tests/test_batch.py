@@ -187,7 +187,8 @@ def test_monthly_quota_holds_over_the_month(pacing, tmp_path):
     store = Store(make_store_url("sqlite", tmp_path))
     store.migrate()
     inbox = make_inbox(tmp_path / "in", days=5)
-    results = [run_day(store, d, inbox, tmp_path / "out", BatchOptions(pacing=pacing))[0] for d in days(5)]
+    opts = BatchOptions(pacing=pacing, pace_facilities=True)
+    results = [run_day(store, d, inbox, tmp_path / "out", opts)[0] for d in days(5)]
     used = sum(float(r.plan.funders.set_index("funder_id").loc["bank_a", "funder_amount"]) for r in results)
     assert used <= 1_200_000 + 0.01
     for r in results:  # each day within its paced allowance and the daily cap

@@ -15,8 +15,8 @@ plan (what each route funded, each borrower's new exposure, each portfolio segme
 state before day D is the fold of the deltas of the days before D, so replacing a day replaces its
 delta and every later day sees the change.
 
-Period resources are paced over the month: quotas (``monthly_max``, ``monthly_min``) and facility
-headroom (a stock that the month's days draw down; nothing is repaid within the month):
+Period quotas (``monthly_max``, ``monthly_min``) are paced over the month, and with
+``--pace-facilities`` facility headroom too (a stock that the month's days draw down):
 
 - ``lookahead`` (default): the rest of the month enters one LP as forecast volume (a sample of the
   recent days' loans scaled to the forecast, with every daily limit scaled by the days left), so
@@ -298,16 +298,16 @@ def _scaled_terms(terms: Terms, state: State, days: int, remaining: dict[str, fl
     return terms_from_dict(doc, "scaled terms")
 
 
-def period_left(terms: Terms, state: State) -> dict[str, float]:
-    """What each funder can still fund this month: its monthly quota left and its facility
-    headroom left (a stock the month's days draw down, as nothing is repaid within the month),
-    whichever is smaller."""
+def period_left(terms: Terms, state: State, facilities: bool = False) -> dict[str, float]:
+    """What each funder can still fund this month: its monthly quota left and, with
+    ``facilities``, its facility headroom left (a stock the month's days draw down, as nothing is
+    repaid within the month), whichever is smaller."""
     out = {}
     for f in terms.funders:
         caps = []
         if f.monthly_max is not None:
             caps.append(f.monthly_max - state.month_used.get(f.id, 0.0))
-        if f.facility_limit is not None:
+        if facilities and f.facility_limit is not None:
             caps.append(f.facility_limit - f.outstanding - state.carried.get(f.id, 0.0))
         if caps:
             out[f.id] = max(min(caps), 0.0)
@@ -317,8 +317,8 @@ def period_left(terms: Terms, state: State) -> dict[str, float]:
 def pace(method: str, day: dt.date, terms: Terms, state: State, loans: pd.DataFrame,
          portfolio: pd.DataFrame | None, exposures: pd.DataFrame | None, pool: pd.DataFrame,
          forecast: pd.DataFrame | None, recent_volumes: list[float], options: PlanOptions,
-         sample_size: int = 50_000) -> Pacing:
-    remaining = period_left(terms, state)
+         sample_size: int = 50_000, facilities: bool = False) -> Pacing:
+    remaining = period_left(terms, state, facilities)
     remaining_min = {f.id: max(f.monthly_min - state.month_used.get(f.id, 0.0), 0.0)
                      for f in terms.funders if f.monthly_min is not None}
     today = float(loans["principal"].sum())
@@ -491,6 +491,7 @@ class BatchOptions:
     plan: PlanOptions = field(default_factory=PlanOptions)
     recent_days: int = 7
     sample_size: int = 50_000
+    pace_facilities: bool = False  # pace facility headroom like a monthly quota
 
 
 @dataclass(frozen=True, eq=False)
@@ -591,7 +592,7 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     if opts.pacing != "lookahead":
         recent = _recent_volumes(store, day, opts.recent_days)
     pacing = pace(opts.pacing, day, terms, state, loans, portfolio, exposures, pool, forecast, recent,
-                  opts.plan, opts.sample_size)
+                  opts.plan, opts.sample_size, opts.pace_facilities)
     terms_today = day_terms(terms, state, pacing)
 
     say(f"{day}: planning {len(loans):,} loans", 4, STEPS)

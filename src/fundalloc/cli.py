@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also re-run the recorded days after this one, in order, on the new state")
     b.add_argument("--pacing", default="lookahead", choices=["lookahead", "even", "none"],
                    help="how period quotas (monthly_max/monthly_min) are spread over the month")
+    b.add_argument("--pace-facilities", action="store_true",
+                   help="pace facility headroom over the month like a quota (nothing is repaid within it)")
     b.add_argument("--solver", default="highs", choices=["highs", "ortools", "pulp"])
     b.add_argument("--time-limit", type=float, default=300.0, help="seconds per solve")
     b.add_argument("--gap", type=float, default=1e-5, help="gap to the LP bound that counts as optimal")
@@ -217,6 +219,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     store = Store()
     store.migrate()
     opts = BatchOptions(pacing=args.pacing, force=args.force, recompute_following=args.recompute_following,
+                        pace_facilities=args.pace_facilities,
                         plan=PlanOptions(solver=args.solver, time_limit=args.time_limit, gap_tolerance=args.gap))
     log.info("batch started", extra={"fields": {"date": args.date.isoformat(), "inbox": args.inbox,
                                                 "outbox": args.outbox, "pacing": args.pacing, "store": store.redacted_url}})
