@@ -255,6 +255,8 @@ def test_exit_codes_logs_and_no_progress_bar_in_a_pipe(tmp_path):
     lines = [json.loads(x) for x in r.stderr.splitlines()]
     planned = [x for x in lines if x["message"] == "day planned"]
     assert planned and planned[0]["unfunded_count"] > 0 and planned[0]["date"] == D1.isoformat()
+    report = (tmp_path / "out" / D1.isoformat() / "report.html").read_text()
+    assert "Unfunded loans" in report and "platform_capacity" in report  # the reason is shown
     r = subprocess.run(args, capture_output=True, text=True, env=env)
     assert r.returncode == 5 and "--force" in r.stderr  # already run
 
