@@ -32,3 +32,5 @@ test-slow: setup
 bench: setup
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/whatif.py
+	$(BIN)/python benchmarks/month.py
