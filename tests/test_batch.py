@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import signal
@@ -337,3 +338,27 @@ def test_without_a_funders_file_the_version_in_force_in_the_store_is_used(tmp_pa
     r2 = run_day(store, D1 + dt.timedelta(days=1), inbox, tmp_path / "out")[0]
     a = lambda r: float(r.plan.funders.set_index("funder_id").loc["bank_a", "funder_amount"])
     assert a(r1) == 0 and a(r2) > 0
+
+
+def test_originations_of_a_plan_made_through_the_service_when_the_inbox_has_none(tmp_path):
+    """The treasury uploaded the day to the service; the batch plans it from the store."""
+    from fastapi.testclient import TestClient
+
+    from fundalloc.service import Settings, create_app
+    url = make_store_url("sqlite", tmp_path)
+    store = Store(url)
+    store.migrate()
+    _, key = store.create_key("planner")
+    inbox = make_inbox(tmp_path / "in", days=1)
+    uploaded = (inbox / D1.isoformat() / "originations.csv").read_bytes()
+    (inbox / D1.isoformat() / "originations.csv").unlink()
+    with TestClient(create_app(Settings.from_env({}, database_url=url))) as c:
+        r = c.post("/v1/plans", files={"originations": ("day.csv", uploaded),
+                                       "funders": ("f.yaml", (inbox / "funders.yaml").read_bytes())},
+                   data={"plan_date": D1.isoformat()}, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201, r.text
+    [res] = run_day(store, D1, inbox, tmp_path / "out")
+    assert len(res.plan.allocations) == len(pd.read_csv(io.BytesIO(uploaded)))
+    assert not list((tmp_path / "out").glob(".*"))
+    with pytest.raises(InputError, match="no plan for that date"):
+        run_day(store, D1 + dt.timedelta(days=1), inbox, tmp_path / "out")

@@ -78,12 +78,8 @@ class Inbox:
         exts = (".yaml", ".yml", ".json")
         return self._one(self.root / day.isoformat(), "funders", exts) or self._one(self.root, "funders", exts)
 
-    def originations(self, day: dt.date) -> Path:
-        p = self._one(self.root / day.isoformat(), "originations", (".csv", ".parquet"))
-        if p is None:
-            raise InputError(Problem(str(self.root / day.isoformat()), "originations.csv",
-                                     "no originations for the day (expected originations.csv or .parquet)"))
-        return p
+    def originations(self, day: dt.date) -> Path | None:
+        return self._one(self.root / day.isoformat(), "originations", (".csv", ".parquet"))
 
     def start(self, name: str) -> Path | None:
         return self._one(self.root, name, (".csv", ".parquet"))
@@ -547,7 +543,8 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
         log.warning("%s is recorded but its outbox is missing or incomplete: planning it again", day)
 
     say(f"{day}: reading the inbox", 1, STEPS)
-    terms_path, orig_path = inbox.funders(day), inbox.originations(day)
+    terms_path = inbox.funders(day)
+    orig_path = inbox.originations(day) or _stored_originations(store, day, inbox.root, outbox)
     problems: list[Problem] = []
     terms = start_port = start_expo = forecast = None
     try:
@@ -613,11 +610,30 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if orig_path.parent.name.startswith(f".{day.isoformat()}.inputs-"):
+            shutil.rmtree(orig_path.parent, ignore_errors=True)
     log.info("day planned", extra={"fields": {
         "date": day.isoformat(), "plan_id": plan_id, "status": result.status.value, "objective": result.objective,
         "gap": result.gap, "unfunded_count": result.unfunded_count, "shortfall": result.shortfall,
         "outbox": str(target), "pacing": opts.pacing}})
     return DayResult(day, result, plan_id, target, pacing, state, repaired)
+
+
+def _stored_originations(store: Store, day: dt.date, inbox: Path, outbox: Path) -> Path:
+    """No originations in the inbox: those of the newest plan made for the day through the
+    service (``plan_date``), copied beside the outbox for the run."""
+    plans, _ = store.plans(day=day, kind="plan", status="succeeded", limit=1)
+    if not plans:
+        raise InputError(Problem(str(inbox), f"{day.isoformat()}/originations.csv",
+                                 "no originations for the day: none in the inbox (originations.csv or "
+                                 ".parquet) and no plan for that date in the store"))
+    rec = plans[0]
+    outbox.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{day.isoformat()}.inputs-", dir=outbox))
+    p = folder / f"originations.{rec.originations_format}"
+    p.write_bytes(store.blob(rec.originations_digest))
+    log.info("originations taken from the store", extra={"fields": {"date": day.isoformat(), "plan_id": rec.id}})
+    return p
 
 
 def _recent_volumes(store: Store, day: dt.date, k: int) -> list[float]:
