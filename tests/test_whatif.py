@@ -61,6 +61,30 @@ def test_compare_reports_cost_routes_and_moved_loans(day, base):
     assert moved_from["why"].str.contains(f0.id).all()
 
 
+def test_a_warm_plan_still_within_tolerance_is_reused_without_a_mip():
+    from conftest import FIXTURES
+    d = FIXTURES / "day100k"
+    day = fa.load_day(d / "originations.parquet", d / "funders.yaml", d / "portfolio.csv", d / "exposures.csv")
+    base = fa.plan(day)
+    assert base.gap <= 5e-6  # the shipped day solves to the MIP's target (see test_fixture_day)
+    slack = base.constraints.query("kind == 'daily_max' and not binding").iloc[0]
+    p = fa.plan(fa.derive(day, funders={slack["funder_id"]: {"daily_max": slack["limit"] * 2}}), warm=base)
+    assert p.stats["neighbourhood_rounds"] == 0
+    assert p.stats["warm_objective"] == pytest.approx(base.objective)
+    assert (p.allocations["funder_id"].to_numpy() == base.allocations["funder_id"].to_numpy()).all()
+    assert p.gap <= 1e-5 and p.status == fa.PlanStatus.OPTIMAL
+
+
+def test_a_warm_plan_that_breaks_the_new_limits_is_not_reused(day, base):
+    top = base.constraints.query("kind == 'daily_max' and binding").iloc[0]
+    sc = fa.derive(day, funders={top["funder_id"]: {"daily_max": top["value"] * 0.8, "daily_min": 0}})
+    p = fa.plan(sc, warm=base, **FAST)
+    assert "warm_objective" not in p.stats
+    assert p.stats["neighbourhood_rounds"] >= 1
+    row = p.constraints.set_index("constraint").loc[top["constraint"]]
+    assert row["value"] <= top["value"] * 0.8 + 0.01
+
+
 def test_sweep_is_monotone_in_platform_capital(day, base):
     cap = day.terms.platform.daily_capacity
     table = fa.sweep(day, "platform.daily_capacity", [cap * 0.8, cap, cap * 1.2], warm=base, **FAST)

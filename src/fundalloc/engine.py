@@ -40,6 +40,7 @@ import pandas as pd
 
 from .backends import Basis, SolveOptions, SolveStatus, get_backend
 from .errors import SolverError
+from .evaluate import ENGINE_TOL, evaluate, repair, whole_objective
 from .formulation import Problem, RowKind, Units, drop_fixed_columns, formulate
 from .instance import Instance
 
@@ -466,9 +467,19 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     mip_status = SolveStatus.OPTIMAL
     current = whole_route[bins]
     current_obj = np.inf
+    # a warm start's whole-loan plan is an incumbent when it still holds every limit of this day;
+    # when it is already within the gap tolerance of this day's bound, no MIP is needed at all
+    if warm is not None and warm.route_ids == inst.route_ids and len(warm.route) == n:
+        ev = evaluate(inst, warm.route)
+        if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
+            current_obj = whole_objective(inst, warm.route)
+            stats["warm_objective"] = current_obj
+            if current_obj <= target:
+                current = warm.route
     k = options.neighbourhood_per_route
     deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
-    for round_ in range(options.neighbourhood_rounds):
+    round_ = -1
+    for round_ in range(options.neighbourhood_rounds if current_obj > target else 0):
         route = np.where(loan_split, -1, current)
         route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
@@ -483,6 +494,8 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
                                                     deadline - time.perf_counter(), clock, target, start)
         if obj < current_obj:
             current, current_obj = new_route, obj
+        elif round_ == 0 and np.isfinite(current_obj):
+            current = warm.route  # the warm plan is still the best one found
         cut_short = status == SolveStatus.TIME_LIMIT or time.perf_counter() >= deadline
         if current_obj <= target or cut_short or not cand.any():
             if cut_short and current_obj > target:
@@ -493,7 +506,6 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     route = current
     clock.lap("mip")
 
-    from .evaluate import repair
     route, moved, evaluation = repair(inst, route)
     stats["repaired_loans"] = moved
     clock.lap("repair")

@@ -40,6 +40,15 @@ def platform_used(inst: Instance, route: np.ndarray) -> float:
     return float(np.sum(np.where(funded, inst.platform_share[r] * inst.principal, 0.0)))
 
 
+def whole_objective(inst: Instance, route: np.ndarray) -> float:
+    """The plan's objective: funding cost, unfunded principal at the penalty, shortfall fees."""
+    funder, _, cost = amounts(inst, route)
+    A = np.bincount(route, weights=funder, minlength=inst.R + 1)[: inst.R - 1]
+    shortfall = np.maximum(inst.daily_min[: inst.R - 1] - A, 0.0)
+    fee = np.nan_to_num(inst.shortfall_fee[: inst.R - 1]) * shortfall
+    return float(cost.sum() + inst.penalty * inst.principal[route == inst.R].sum() + fee.sum())
+
+
 def _by_route(route: np.ndarray, R: int) -> list[np.ndarray]:
     """Loan indices on each route (0..R, R = unfunded), from one stable sort."""
     order = np.argsort(route, kind="stable")
