@@ -52,14 +52,17 @@ class PlanOptions:
     solver: str = "highs"
     time_limit: float = 300.0  # seconds for the whole solve
     gap_tolerance: float = 1e-5  # a plan within this gap of the LP bound is reported optimal
-    lp_tolerance: float | None = None  # refinement stops at this LP gap (default gap_tolerance / 100)
+    lp_tolerance: float | None = None  # refinement stops at this LP gap (default gap_tolerance / 10)
     max_refinements: int = 30
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
     neighbourhood_per_route: int = 40  # loans per route, cheapest to move, freed in the whole-loan MIP
-    neighbourhood_rounds: int = 3  # rounds of the whole-loan MIP, each freeing 4x more loans
+    neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
-    mip_time_limit: float = 10.0
+    mip_time_limit: float = 10.0  # for the whole-loan step in all
+    mip_round_time: float = 2.0  # for each round's neighbourhood MIP
+    refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
+    refill_time_limit: float = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -412,7 +415,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         ub = lp_sol.objective
         lp_gap = (ub - best_lb) / max(abs(ub), 1e-9)
         clock.say(f"refinement {it}: {nb:,} bins, LP {ub:,.2f}, bound {best_lb:,.2f}, gap {lp_gap:.2e}")
-        lp_tol = options.lp_tolerance if options.lp_tolerance is not None else options.gap_tolerance / 100
+        lp_tol = options.lp_tolerance if options.lp_tolerance is not None else options.gap_tolerance / 10
         if lp_gap <= lp_tol or it >= options.max_refinements or timed_out:
             break
         new_bins, new_nb = combine_keys([bins, pricing.best], n)
@@ -478,8 +481,8 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
                 current = warm.route
     k = options.neighbourhood_per_route
     deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
-    round_ = -1
-    for round_ in range(options.neighbourhood_rounds if current_obj > target else 0):
+    rounds = 0
+    while current_obj > target and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
         route = np.where(loan_split, -1, current)
         route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
@@ -489,22 +492,27 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
             allowed[np.flatnonzero(ok), pick[ok]] = True
         allowed &= inst.elig
         stats["free_loans"] = int((route < 0).sum())
-        start = current if round_ > 0 else (warm.route if reuse else None)
-        new_route, status, obj = _place_split_loans(inst, route, cls, allowed, backend, options,
-                                                    deadline - time.perf_counter(), clock, target, start)
+        mip_start = current if rounds > 0 else (warm.route if reuse else None)
+        budget = min(options.mip_round_time, deadline - time.perf_counter())
+        new_route, _, obj = _place_split_loans(inst, route, cls, allowed, backend, options, budget, clock,
+                                               target, mip_start)
         if obj < current_obj:
             current, current_obj = new_route, obj
-        elif round_ == 0 and np.isfinite(current_obj):
+        elif rounds == 0 and np.isfinite(current_obj):
             current = warm.route  # the warm plan is still the best one found
-        cut_short = status == SolveStatus.TIME_LIMIT or time.perf_counter() >= deadline
-        if current_obj <= target or cut_short or not cand.any():
-            if cut_short and current_obj > target:
-                mip_status = SolveStatus.TIME_LIMIT
+        rounds += 1
+        clock.lap("mip")
+        if np.isfinite(current_obj) and current_obj > target:
+            current, current_obj = _refill(inst, current, current_obj, cls, backend, options, clock, target,
+                                           min(options.refill_time_limit, remaining()), stats)
+            clock.lap("refill")
+        if not cand.any():
             break
-        k *= 4
-    stats["neighbourhood_rounds"] = round_ + 1
+        k *= 2
+    stats["neighbourhood_rounds"] = rounds
+    if current_obj > best_lb + abs(best_lb) * options.gap_tolerance and time.perf_counter() >= deadline:
+        mip_status = SolveStatus.TIME_LIMIT
     route = current
-    clock.lap("mip")
 
     route, moved, evaluation = repair(inst, route)
     stats["repaired_loans"] = moved
@@ -515,6 +523,30 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     return Solved(warm=warm_out, route=route, evaluation=evaluation, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
                   lp_duals=lp_duals, totals_lp=totals_lp, status=status, solver=backend.name,
                   solver_version=backend.version(), timings=clock.timings, stats=stats)
+
+
+def _refill(inst: Instance, current: np.ndarray, current_obj: float, cls: np.ndarray, backend,
+            options: PlanOptions, clock: Clock, target: float, time_left: float,
+            stats: dict) -> tuple[np.ndarray, float]:
+    """Fund what whole loans left unfunded, in the slack they left behind.
+
+    A plan cut short may leave loans unfunded that the LP funded; with every other loan fixed,
+    placing them (the smallest first) is a small knapsack MIP that starts from ``current``.
+    """
+    R = inst.R
+    unf = np.flatnonzero((current == R) & inst.elig.any(axis=1))
+    if len(unf) == 0:
+        return current, current_obj
+    unf = unf[np.argsort(inst.principal[unf], kind="stable")[:options.refill_loans]]
+    route = current.copy()
+    route[unf] = -1
+    new_route, _, obj = _place_split_loans(inst, route, cls, inst.elig.copy(), backend, options, time_left,
+                                           clock, target, current)
+    stats["refill_loans"] = stats.get("refill_loans", 0) + len(unf)
+    if obj < current_obj - 1e-9:
+        stats["refilled"] = stats.get("refilled", 0) + int(((current == R) & (new_route < R)).sum())
+        return new_route, obj
+    return current, current_obj
 
 
 def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
