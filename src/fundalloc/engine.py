@@ -464,25 +464,25 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     route = np.where(loan_split, -1, whole_route[bins])
     bin_support = (T[:, :R] > 1e-9)[bins]
     # per route (and among the unfunded), the loans there that are cheapest to move make room;
-    # when a round misses the target, the next frees four times as many, starting from its plan
+    # when a round misses the target, the next frees twice as many, starting from its plan
     cand = ~loan_split & (pricing.second < R)
     target = best_lb + abs(best_lb) * options.gap_tolerance / 2
     mip_status = SolveStatus.OPTIMAL
-    current = whole_route[bins]
-    current_obj = np.inf
+    # ``current`` is the plan the rounds build on (the LP's rounding, then each round's result);
+    # ``best`` is the cheapest whole-loan plan known, which may be the warm start's
+    current, current_obj = whole_route[bins], np.inf
+    best, best_obj = current, np.inf
     # a warm start's whole-loan plan is an incumbent when it still holds every limit of this day;
     # when it is already within the gap tolerance of this day's bound, no MIP is needed at all
     if warm is not None and warm.route_ids == inst.route_ids and len(warm.route) == n:
         ev = evaluate(inst, warm.route)
         if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
-            current_obj = whole_objective(inst, warm.route)
-            stats["warm_objective"] = current_obj
-            if current_obj <= target:
-                current = warm.route
-    k = options.neighbourhood_per_route
+            best, best_obj = warm.route, whole_objective(inst, warm.route)
+            stats["warm_objective"] = best_obj
+    k = 0  # the first round frees only the loans of split bins
     deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
     rounds = 0
-    while current_obj > target and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
+    while best_obj > target and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
         route = np.where(loan_split, -1, current)
         route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
@@ -492,27 +492,27 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
             allowed[np.flatnonzero(ok), pick[ok]] = True
         allowed &= inst.elig
         stats["free_loans"] = int((route < 0).sum())
-        mip_start = current if rounds > 0 else (warm.route if reuse else None)
+        mip_start = current if np.isfinite(current_obj) else (warm.route if reuse else None)
         budget = min(options.mip_round_time, deadline - time.perf_counter())
         new_route, _, obj = _place_split_loans(inst, route, cls, allowed, backend, options, budget, clock,
                                                target, mip_start)
         if obj < current_obj:
             current, current_obj = new_route, obj
-        elif rounds == 0 and np.isfinite(current_obj):
-            current = warm.route  # the warm plan is still the best one found
         rounds += 1
         clock.lap("mip")
         if np.isfinite(current_obj) and current_obj > target:
             current, current_obj = _refill(inst, current, current_obj, cls, backend, options, clock, target,
                                            min(options.refill_time_limit, remaining()), stats)
             clock.lap("refill")
+        if current_obj < best_obj:
+            best, best_obj = current, current_obj
         if not cand.any():
             break
-        k *= 2
+        k = 2 * k if k else options.neighbourhood_per_route
     stats["neighbourhood_rounds"] = rounds
-    if current_obj > best_lb + abs(best_lb) * options.gap_tolerance and time.perf_counter() >= deadline:
+    if best_obj > best_lb + abs(best_lb) * options.gap_tolerance and time.perf_counter() >= deadline:
         mip_status = SolveStatus.TIME_LIMIT
-    route = current
+    route = best if np.isfinite(best_obj) else current
 
     route, moved, evaluation = repair(inst, route)
     stats["repaired_loans"] = moved
