@@ -86,6 +86,25 @@ def test_plan_is_feasible_and_bracketed_by_the_true_optimum(tmp_path_factory, da
 
 
 @SETTINGS
+@given(days())
+def test_lazy_obligor_rows_give_a_feasible_plan_and_a_valid_bound(tmp_path_factory, day):
+    # every obligor row left out of the LP: the plan must still hold each one, and the bound
+    # (of a relaxation) must stay below the true optimum
+    loans, terms = day
+    plan = fa.plan(loans, terms, eager_obligor_rows=0)
+    best, _ = brute_force(loans, fa.Terms.model_validate(terms))
+    assert sorted(plan.allocations["loan_id"]) == sorted(loans["loan_id"])
+    assert plan.lower_bound <= best + 1e-6
+    assert plan.objective >= best - 1e-6
+    tmp = tmp_path_factory.mktemp("p")
+    files = write_day(tmp / "in", loans, terms)
+    plan.write(tmp / "out")
+    rep = verify_plan(files["originations"], files["funders"], tmp / "out")
+    assert rep.ok, rep.lines()
+    assert rep.objective == pytest.approx(plan.objective, rel=1e-9, abs=1e-6)
+
+
+@SETTINGS
 @given(days(), st.integers(0, 2), st.sampled_from(["daily_max", "platform"]))
 def test_more_capacity_never_raises_cost(day, which, field):
     loans, terms = day

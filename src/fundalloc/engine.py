@@ -32,7 +32,7 @@ How the solve scales with loan *profiles* rather than loans
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -56,6 +56,7 @@ class PlanOptions:
     max_refinements: int = 30
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
+    max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
     neighbourhood_per_route: int = 40  # loans per route, cheapest to move, freed in the whole-loan MIP
     neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
@@ -63,6 +64,8 @@ class PlanOptions:
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
+    eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
+    obligor_rounds: int = 4  # after the whole-loan rounds, MIPs fixing the obligor rows still broken
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +79,7 @@ class WarmStart:
     basis: Basis | None
     shape: tuple[int, int]  # (rows, cols) of the LP the basis belongs to
     route: np.ndarray
+    obligor_active: tuple[tuple[str, str], ...] = ()  # (route id, borrower) of the obligor rows in the LP
 
 
 @dataclass(frozen=True, eq=False)
@@ -352,8 +356,48 @@ class Clock:
             self.progress(msg)
 
 
+def restrict_obligor(inst: Instance, keep: np.ndarray) -> Instance:
+    """The instance with only the obligor rows ``keep``: a relaxation of ``inst``.
+
+    The loans of borrowers without a kept row lose their slot, so they aggregate freely again.
+    """
+    rows = [inst.obligor_rows[j] for j in keep]
+    old = np.unique(np.array([o.slot for o in rows], dtype=np.int64))
+    new_of = np.full(len(inst.obligor_borrowers) + 1, -1, dtype=np.int64)
+    new_of[old] = np.arange(len(old))
+    slot = new_of[inst.obligor_slot]  # -1 maps to the trailing -1
+    return replace(inst, obligor_slot=slot, obligor_borrowers=tuple(inst.obligor_borrowers[k] for k in old),
+                   obligor_rows=tuple(replace(o, slot=int(new_of[o.slot])) for o in rows))
+
+
 def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
                    progress: Progress | None = None, warm: WarmStart | None = None) -> Solved:
+    """Plan a day: the LP over refined bins, a valid bound, whole loans.
+
+    Obligor limits are lazy when there are many. A borrower's row needs the borrower's loans kept apart from everyone
+    else's (classes of their own), and on a big day thousands of borrowers could bind, which would
+    make most classes singletons and the LP several times larger. So the LP leaves out every
+    obligor row (a relaxation: its bound stays valid for the whole day) except those a warm start
+    found binding; the whole-loan plan is then checked against every row, and the loans of the
+    few borrowers whose rows it breaks are placed again with those rows in the MIP.
+    """
+    # a few rows cost little: all of them from the start
+    active = np.full(len(inst.obligor_rows), len(inst.obligor_rows) <= options.eager_obligor_rows)
+    if inst.obligor_rows and warm is not None:
+        index = {(inst.route_ids[o.route], o.borrower): j for j, o in enumerate(inst.obligor_rows)}
+        for label in warm.obligor_active:
+            if label in index:
+                active[index[label]] = True
+    sub = restrict_obligor(inst, np.flatnonzero(active)) if not active.all() else inst
+    solved = _solve(sub, inst, options, progress, warm, active)
+    labels = tuple((inst.route_ids[o.route], o.borrower) for o, a in zip(inst.obligor_rows, active) if a)
+    return replace(solved, warm=replace(solved.warm, obligor_active=labels)) if solved.warm is not None else solved
+
+
+def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progress | None,
+           warm: WarmStart | None, active: np.ndarray) -> Solved:
+    """One solve of ``inst`` (``full`` with the obligor rows ``active`` only); ``full`` judges
+    the whole-loan plan, and ``active`` gains the obligor rows the plan had to be fixed for."""
     clock = Clock(progress)
     start = time.perf_counter()
     backend = get_backend(options.solver)
@@ -402,10 +446,17 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     while True:
         it += 1
         units = Units.build(inst, bins, nb)
-        prob, lp_sol = solve_lp(units, parent)
-        if lp_sol.x is None or lp_sol.row_dual is None:
-            raise SolverError(f"the LP over {nb} bins ended with status {lp_sol.status} "
-                              f"({lp_sol.detail.get('model_status')})")
+        new_prob, new_sol = solve_lp(units, parent)
+        solved = new_sol.x is not None and new_sol.row_dual is not None
+        if lp_sol is not None and (not solved or new_sol.status == SolveStatus.TIME_LIMIT):
+            # out of time mid-refinement: the last solved LP and its bound still stand
+            bins, nb, units = prev_bins
+            timed_out = True
+            break
+        if not solved:
+            raise SolverError(f"the LP over {nb} bins ended with status {new_sol.status} "
+                              f"({new_sol.detail.get('model_status')})")
+        prob, lp_sol = new_prob, new_sol
         if lp_sol.status == SolveStatus.TIME_LIMIT:
             timed_out = True
         dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
@@ -423,11 +474,12 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
             break
         parent = np.zeros(new_nb, dtype=np.int64)
         parent[new_bins] = bins
+        prev_bins = (bins, nb, units)
         bins, nb = new_bins, new_nb
     stats.update({"refinements": it, "bins": nb, "lp_gap": float(lp_gap)})
 
     # cut large split bins until every split bin is small, then fix the whole bins
-    for _ in range(6):
+    for _ in range(options.max_cuts):
         T = _unit_fractions(prob, lp_sol.x, R)
         split = T.max(axis=1) < 1 - 1e-9
         big = split & (units.count > options.free_unit_size)
@@ -439,12 +491,12 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         new_bins, new_nb = combine_keys([bins, chunk], n)
         parent = np.zeros(new_nb, dtype=np.int64)
         parent[new_bins] = bins
-        bins, nb = new_bins, new_nb
-        units = Units.build(inst, bins, nb)
-        prob, sol = solve_lp(units, parent)
-        if sol.x is None or sol.row_dual is None:
-            raise SolverError(f"the LP over {nb} bins ended with status {sol.status}")
-        lp_sol = sol
+        new_units = Units.build(inst, new_bins, new_nb)
+        new_prob, sol = solve_lp(new_units, parent)
+        if sol.x is None or sol.row_dual is None or sol.status == SolveStatus.TIME_LIMIT:
+            timed_out = True  # out of time: the MIP places the last LP's split bins as they are
+            break
+        bins, nb, units, prob, lp_sol = new_bins, new_nb, new_units, new_prob, sol
     T = _unit_fractions(prob, lp_sol.x, R)
     lp_duals = prob.rows.copy()
     lp_duals["dual"] = lp_sol.row_dual
@@ -475,35 +527,58 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     # a warm start's whole-loan plan is an incumbent when it still holds every limit of this day;
     # when it is already within the gap tolerance of this day's bound, no MIP is needed at all
     if warm is not None and warm.route_ids == inst.route_ids and len(warm.route) == n:
-        ev = evaluate(inst, warm.route)
+        ev = evaluate(full, warm.route)
         if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
             best, best_obj = warm.route, whole_objective(inst, warm.route)
             stats["warm_objective"] = best_obj
     k = 0  # the first round frees only the loans of split bins
     deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
     rounds = 0
+    # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
+    # its rows join the MIP's instance, and the next round places those borrowers' loans again
+    mip_inst, mip_cls = inst, cls
+    pending = np.zeros(n, dtype=bool)
     while best_obj > target and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
-        route = np.where(loan_split, -1, current)
+        route = np.where(loan_split | pending, -1, current)
         route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
         allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
         for pick in (pricing.best, pricing.second):
             ok = (pick < R) & (route < 0)
             allowed[np.flatnonzero(ok), pick[ok]] = True
+        allowed[pending] = True
         allowed &= inst.elig
         stats["free_loans"] = int((route < 0).sum())
-        mip_start = current if np.isfinite(current_obj) else (warm.route if reuse else None)
+        if pending.any():
+            mip_start = np.where(pending, R, current)
+        else:
+            # without a plan yet, the LP's whole bins with the split loans unfunded: often feasible,
+            # and HiGHS drops a start that is not
+            mip_start = current if np.isfinite(current_obj) else (
+                warm.route if reuse else np.where(loan_split, R, current))
         budget = min(options.mip_round_time, deadline - time.perf_counter())
-        new_route, _, obj = _place_split_loans(inst, route, cls, allowed, backend, options, budget, clock,
-                                               target, mip_start)
-        if obj < current_obj:
+        new_route, _, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
+                                               clock, target, mip_start)
+        if obj < current_obj or pending.any():
             current, current_obj = new_route, obj
         rounds += 1
         clock.lap("mip")
         if np.isfinite(current_obj) and current_obj > target:
-            current, current_obj = _refill(inst, current, current_obj, cls, backend, options, clock, target,
-                                           min(options.refill_time_limit, remaining()), stats)
+            current, current_obj = _refill(mip_inst, current, current_obj, mip_cls, backend, options, clock,
+                                           target, min(options.refill_time_limit, remaining()), stats)
             clock.lap("refill")
+        pending[:] = False
+        if full.obligor_rows and np.isfinite(current_obj):
+            broken = _broken_obligor(full, current)
+            if len(broken):
+                clock.say(f"{len(broken):,} obligor rows broken: placing those borrowers' loans again")
+                active[broken] = True
+                mip_inst = restrict_obligor(full, np.flatnonzero(active))
+                mip_cls, _ = combine_keys([cls, mip_inst.obligor_slot], n)
+                slots = np.unique(np.array([full.obligor_rows[j].slot for j in broken], dtype=np.int64))
+                pending = np.isin(full.obligor_slot, slots)
+                current_obj = np.inf
+                continue
         if current_obj < best_obj:
             best, best_obj = current, current_obj
         if not cand.any():
@@ -514,7 +589,10 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
         mip_status = SolveStatus.TIME_LIMIT
     route = best if np.isfinite(best_obj) else current
 
-    route, moved, evaluation = repair(inst, route)
+    if full.obligor_rows:
+        route = _enforce_obligor(full, active, route, cls, backend, options, clock, target, stats,
+                                 min(options.refill_time_limit, remaining()))
+    route, moved, evaluation = repair(full, route)
     stats["repaired_loans"] = moved
     clock.lap("repair")
 
@@ -523,6 +601,47 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(),
     return Solved(warm=warm_out, route=route, evaluation=evaluation, lower_bound=float(best_lb), lp_objective=float(lp_sol.objective),
                   lp_duals=lp_duals, totals_lp=totals_lp, status=status, solver=backend.name,
                   solver_version=backend.version(), timings=clock.timings, stats=stats)
+
+
+def _broken_obligor(full: Instance, route: np.ndarray) -> np.ndarray:
+    """Indices of the obligor rows of ``full`` that ``route`` breaks."""
+    ev = evaluate(full, route)
+    return ev.loc[(ev["kind"] == "obligor") & (ev["excess"] > ENGINE_TOL), "ref"].astype(int).to_numpy()
+
+
+def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, cls: np.ndarray, backend,
+                     options: PlanOptions, clock: Clock, target: float, stats: dict,
+                     time_left: float) -> np.ndarray:
+    """Place again the loans of every borrower whose obligor row the plan breaks, with the rows.
+
+    Each round adds the broken rows to ``active`` and solves a small MIP: those borrowers' loans
+    free over all their eligible routes, every other loan where it is (aggregated by class, route
+    and now obligor slot), every active row present. Whatever is still broken after
+    ``obligor_rounds`` rounds is left to the repair step.
+    """
+    deadline = time.perf_counter() + time_left
+    fixed_rounds = 0
+    for _ in range(options.obligor_rounds):
+        broken = _broken_obligor(full, route)
+        if len(broken) == 0 or time.perf_counter() >= deadline:
+            break
+        clock.say(f"{len(broken):,} obligor rows broken: placing those borrowers' loans again")
+        active[broken] = True
+        sub = restrict_obligor(full, np.flatnonzero(active))
+        slots = np.unique(np.array([full.obligor_rows[j].slot for j in broken], dtype=np.int64))
+        free = np.isin(full.obligor_slot, slots)
+        trial = np.where(free, -1, route)
+        sub_cls, _ = combine_keys([cls, sub.obligor_slot], full.n)
+        new_route, _, obj = _place_split_loans(sub, trial, sub_cls, sub.elig.copy(), backend, options,
+                                               deadline - time.perf_counter(), clock, target, None)
+        fixed_rounds += 1
+        if not np.isfinite(obj):
+            break
+        route = new_route
+    clock.lap("obligor")
+    stats.update({"obligor_rows": int(active.sum()), "obligor_rows_all": len(full.obligor_rows),
+                  "obligor_rounds": fixed_rounds})
+    return route
 
 
 def _refill(inst: Instance, current: np.ndarray, current_obj: float, cls: np.ndarray, backend,

@@ -401,43 +401,57 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
     borrower whose eligible loans all fit needs no row. Only the rest get a row (and a slot, so
     that their loans are never aggregated with another borrower's).
     """
-    bcodes, buniques = pd.factorize(loans["borrower_id"], use_na_sentinel=True)
-    bcodes = np.asarray(bcodes, dtype=np.int64)
+    n = len(loans)
+    ex_rows = exposures is not None and len(exposures) > 0
+    # one factorisation of the loans' and the exposures' borrowers together: the exposures map to
+    # the loans' borrower codes without a hash table over millions of borrowers
+    names = loans["borrower_id"].astype("string[pyarrow]")
+    if ex_rows:
+        names = pd.concat([names, exposures["borrower_id"].astype("string[pyarrow]")], ignore_index=True)
+    codes, buniques = pd.factorize(names, use_na_sentinel=True)
+    codes = np.asarray(codes, dtype=np.int64)
+    bcodes, ex_codes = codes[:n], codes[n:]
     nb = len(buniques)
     has_b = bcodes >= 0
+    safe_b = np.where(has_b, bcodes, 0)
+    has_loans = np.bincount(bcodes[has_b], minlength=nb) > 0  # exposure-only borrowers need nothing
     slot_of_borrower = np.full(nb, -1, dtype=np.int64)
-    needed: list[tuple[int, int, float, float]] = []
+    needed: list[tuple[np.ndarray, np.ndarray, float]] = []  # (route, borrowers, existing) per funder
     for r, f in enumerate(funders):
         if f.obligor_limit is None:
             continue
         elig[:, r] &= has_b
         existing = np.zeros(nb)
-        if exposures is not None and len(exposures):
-            ex = exposures[exposures["funder_id"] == f.id]
-            if len(ex):
-                idx = buniques.get_indexer(ex["borrower_id"].astype(str))
-                ok = idx >= 0
-                np.add.at(existing, idx[ok], ex["outstanding"].to_numpy(dtype="float64")[ok])
-        over = existing > f.obligor_limit + 1e-9
+        if ex_rows:
+            mine = (exposures["funder_id"] == f.id).to_numpy(dtype=bool)
+            existing = np.bincount(ex_codes[mine], weights=exposures["outstanding"].to_numpy(dtype="float64")[mine],
+                                   minlength=nb)
+        over = has_loans & (existing > f.obligor_limit + 1e-9)
         for b in np.flatnonzero(over)[:1000]:
             breaches.append({"funder_id": f.id, "constraint": f"obligor[{buniques[b]}]", "kind": "obligor",
                              "existing": float(existing[b]), "limit": f.obligor_limit,
                              "action": "closed: no new loans of this borrower go to this funder today"})
         head = f.obligor_limit - existing
         amount = share[r] * principal
-        safe_b = np.where(has_b, bcodes, 0)
         fits = amount <= head[safe_b] + 1e-9
         elig[:, r] &= fits
         total = np.bincount(safe_b[elig[:, r]], weights=amount[elig[:, r]], minlength=nb)
-        binding = np.flatnonzero(total > head + 1e-9)
-        for b in binding:
-            needed.append((r, int(b), float(existing[b]), float(f.obligor_limit)))
+        binding = np.flatnonzero(has_loans & (total > head + 1e-9))
+        needed.append((np.full(len(binding), r), binding, existing[binding], float(f.obligor_limit)))
     borrowers: list[str] = []
     rows: list[ObligorRow] = []
-    for r, b, ex, lim in needed:
-        if slot_of_borrower[b] < 0:
-            slot_of_borrower[b] = len(borrowers)
-            borrowers.append(str(buniques[b]))
-        rows.append(ObligorRow(r, str(buniques[b]), int(slot_of_borrower[b]), ex, lim))
+    if needed:
+        route = np.concatenate([x[0] for x in needed])
+        who = np.concatenate([x[1] for x in needed])
+        ex_amt = np.concatenate([x[2] for x in needed])
+        lim = np.concatenate([np.full(len(x[1]), x[3]) for x in needed])
+        # slots in order of first appearance, as the rows are listed
+        first = np.unique(who, return_index=True)[1]
+        slot_borrowers = who[np.sort(first)]
+        slot_of_borrower[slot_borrowers] = np.arange(len(slot_borrowers))
+        borrowers = [str(x) for x in np.asarray(buniques.take(slot_borrowers), dtype=object)]
+        names_of = np.asarray(buniques.take(who), dtype=object)
+        rows = [ObligorRow(int(r), str(b), int(sl), float(e), float(li))
+                for r, b, sl, e, li in zip(route, names_of, slot_of_borrower[who], ex_amt, lim)]
     slot = np.where(has_b, slot_of_borrower[np.where(has_b, bcodes, 0)], -1)
     return slot.astype(np.int64), borrowers, rows
