@@ -57,6 +57,7 @@ class PlanOptions:
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
+    cut_pieces: int = 32  # a cut splits a bin into at most this many chunks
     neighbourhood_per_route: int = 40  # loans per route, cheapest to move, freed in the whole-loan MIP
     neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
@@ -106,13 +107,29 @@ def _dense(a: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
-    """One dense id per distinct tuple of the key columns (exact, no hashing collisions)."""
+    """One dense id per distinct tuple of the key columns (exact, no hashing collisions).
+
+    Mixed-radix arithmetic on the key codes, factorised (hashed) only when the radix product
+    would overflow and once at the end: ids in order of first appearance, as one factorisation
+    of the tuples would give.
+    """
     code = np.zeros(n, dtype=np.int64)
     k = 1
     for key in keys:
-        kc, kn = _dense(key)
-        code, k = _dense(code * kn + kc)
-    return code, k
+        key = np.asarray(key)
+        if n and key.dtype.kind in "iu" and key.dtype.itemsize <= 8:
+            lo, hi = int(key.min()), int(key.max())
+            if hi - lo < 1 << 24:  # small integer codes: an offset, no hashing
+                kc, kn = key.astype(np.int64) - lo, hi - lo + 1
+            else:
+                kc, kn = _dense(key)
+        else:
+            kc, kn = _dense(key)
+        if k * kn >= 1 << 62:
+            code, k = _dense(code)
+        code = code * kn + kc
+        k *= kn
+    return _dense(code) if n else (code, 0)
 
 
 def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
@@ -487,7 +504,10 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             break
         in_big = np.flatnonzero(big[bins])
         chunk = np.full(n, -1, dtype=np.int64)
-        chunk[in_big] = _rank_within(bins[in_big], -inst.principal[in_big]) // options.free_unit_size
+        # at most ``cut_pieces`` chunks per bin (a split chunk is cut again next time): the LP
+        # grows by a few thousand columns per cut, not by every loan of a huge bin
+        size = np.maximum(options.free_unit_size, -(-units.count // options.cut_pieces))
+        chunk[in_big] = _rank_within(bins[in_big], -inst.principal[in_big]) // size[bins[in_big]]
         new_bins, new_nb = combine_keys([bins, chunk], n)
         parent = np.zeros(new_nb, dtype=np.int64)
         parent[new_bins] = bins
