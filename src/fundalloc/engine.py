@@ -63,6 +63,7 @@ class PlanOptions:
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
     mip_time_limit: float = 10.0  # for the whole-loan step in all
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
+    first_round_time: float = 1.0  # for the first round (split loans only: the refill that follows does most of the work)
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
     eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
@@ -538,7 +539,9 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     # per route (and among the unfunded), the loans there that are cheapest to move make room;
     # when a round misses the target, the next frees twice as many, starting from its plan
     cand = ~loan_split & (pricing.second < R)
+    # the MIPs aim at half the gap tolerance; the rounds stop once a plan is within 0.9 of it
     target = best_lb + abs(best_lb) * options.gap_tolerance / 2
+    good_enough = best_lb + abs(best_lb) * options.gap_tolerance * 0.9
     mip_status = SolveStatus.OPTIMAL
     # ``current`` is the plan the rounds build on (the LP's rounding, then each round's result);
     # ``best`` is the cheapest whole-loan plan known, which may be the warm start's
@@ -558,8 +561,9 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     # its rows join the MIP's instance, and the next round places those borrowers' loans again
     mip_inst, mip_cls = inst, cls
     pending = np.zeros(n, dtype=bool)
-    while best_obj > target and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
-        route = np.where(loan_split | pending, -1, current)
+    while best_obj > good_enough and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
+        # after an obligor fix only those borrowers' loans move (plus the neighbourhood)
+        route = np.where(pending if pending.any() else loan_split, -1, current)
         route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
         allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
@@ -576,14 +580,15 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             # and HiGHS drops a start that is not
             mip_start = current if np.isfinite(current_obj) else (
                 warm.route if reuse else np.where(loan_split, R, current))
-        budget = min(options.mip_round_time, deadline - time.perf_counter())
+        budget = min(options.first_round_time if rounds == 0 else options.mip_round_time,
+                     deadline - time.perf_counter())
         new_route, _, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
                                                clock, target, mip_start)
         if obj < current_obj or pending.any():
             current, current_obj = new_route, obj
         rounds += 1
         clock.lap("mip")
-        if np.isfinite(current_obj) and current_obj > target:
+        if np.isfinite(current_obj) and current_obj > good_enough:
             current, current_obj = _refill(mip_inst, current, current_obj, mip_cls, backend, options, clock,
                                            target, min(options.refill_time_limit, remaining()), stats)
             clock.lap("refill")
