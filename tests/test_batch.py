@@ -161,6 +161,7 @@ def test_state_after_day_n_equals_state_rebuilt_from_the_stored_plans(store, tmp
     assert recorded.equals(rebuilt)
     # and both agree with the outbox files, which the store never read
     carried: dict[str, float] = {}
+    rows: dict[str, int] = {}  # the outbox rounds each amount to the cent: half a cent per row
     expo: dict[tuple[str, str], float] = {}
     for d in days(4):
         a = pd.read_csv(tmp_path / "out" / d.isoformat() / "allocations.csv", keep_default_na=False)
@@ -168,12 +169,14 @@ def test_state_after_day_n_equals_state_rebuilt_from_the_stored_plans(store, tmp
         a = a[a["funder_id"] != ""].merge(loans[["loan_id", "borrower_id"]], on="loan_id")
         for fid, v in a.groupby("funder_id")["funder_amount"].sum().items():
             carried[fid] = carried.get(fid, 0.0) + v
+        for fid, k in a.groupby("funder_id").size().items():
+            rows[fid] = rows.get(fid, 0) + int(k)
         for (fid, b), v in a.groupby(["funder_id", "borrower_id"])["funder_amount"].sum().items():
             expo[fid, b] = expo.get((fid, b), 0.0) + v
     assert set(recorded.carried) == set(carried)
     for fid, v in carried.items():
-        assert recorded.carried[fid] == pytest.approx(v, abs=0.01)
-        assert recorded.month_used[fid] == pytest.approx(v, abs=0.01)
+        assert recorded.carried[fid] == pytest.approx(v, abs=0.005 * rows[fid] + 1e-6)
+        assert recorded.month_used[fid] == pytest.approx(v, abs=0.005 * rows[fid] + 1e-6)
     got = {(r.funder_id, r.borrower_id): r.outstanding for r in recorded.exposures.itertuples()}
     assert set(got) == set(expo) and all(got[k] == pytest.approx(v, abs=0.01) for k, v in expo.items())
     # the carried balance is what the next day's terms start from

@@ -66,7 +66,7 @@ def test_a_warm_plan_still_within_tolerance_is_reused_without_a_mip():
     d = FIXTURES / "day100k"
     day = fa.load_day(d / "originations.parquet", d / "funders.yaml", d / "portfolio.csv", d / "exposures.csv")
     base = fa.plan(day)
-    assert base.gap <= 5e-6  # the shipped day solves to the MIP's target (see test_fixture_day)
+    assert base.gap <= 0.9e-5  # within the whole-loan rounds' acceptance (PlanOptions.accept_fraction)
     slack = base.constraints.query("kind == 'daily_max' and not binding").iloc[0]
     p = fa.plan(fa.derive(day, funders={slack["funder_id"]: {"daily_max": slack["limit"] * 2}}), warm=base)
     assert p.stats["neighbourhood_rounds"] == 0

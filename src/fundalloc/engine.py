@@ -19,10 +19,14 @@ How the solve scales with loan *profiles* rather than loans
    argmin and the LP is solved again. Bins only ever split, so ``UB`` never rises, and the loop
    ends when ``(UB - LB) / UB`` is below ``lp_tolerance``.
 3. **Whole loans.** A basic solution of the bin LP splits at most as many bins as there are
-   coupling rows. Split bins larger than ``free_unit_size`` loans are cut into chunks and the LP
-   re-solved until every split bin is small. Every other bin is whole: its loans take its route.
-   The loans of the split bins then become binary columns of a MIP in which all other bins are
-   fixed, so the MIP is small whatever the size of the day.
+   coupling rows. A split bin's loans, laid end to end by principal, are cut where the LP's route
+   fractions put the boundaries: one chunk per route and a single loan at each boundary, and the
+   LP re-solved (a warm start: each chunk starts basic on its route) until the split bins hold
+   few loans (``max_split_loans``). Every other bin is whole: its loans take its route. The
+   loans of the split bins, with their neighbours by principal in the bin they were cut from,
+   then become binary columns of a MIP in which all other bins are fixed, so the MIP is small
+   whatever the size of the day. Short rounds free more loans, the cheapest to move at the LP
+   prices, and a refill MIP funds what whole loans left unfunded.
 4. **Exact check.** The whole-loan plan is evaluated row by row in float64 at loan level; any
    row over its limit (the MIP's tolerances are relative) is repaired by moving the fewest
    loans to unfunded, which can only reduce every ``<=`` row's left side. The plan's gap is
@@ -56,12 +60,15 @@ class PlanOptions:
     max_refinements: int = 30
     initial_bins: int = 4  # quantile bins per continuous field before refinement
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
+    split_window: int = 8  # loans either side of a split loan (by principal, same uncut bin) also free in the MIP
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
-    cut_pieces: int = 32  # a cut splits a bin into at most this many chunks
-    neighbourhood_per_route: int = 40  # loans per route, cheapest to move, freed in the whole-loan MIP
+    max_split_loans: int = 1000  # no more cuts once the split bins hold this few loans (the MIP frees them all)
+    first_neighbourhood: int = 0  # loans per route, cheapest to move, freed with the split loans in the first round
+    neighbourhood_per_route: int = 40  # loans per route freed in the second round (then twice as many each round)
     neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
     mip_rel_gap: float | None = None  # default: a tenth of gap_tolerance
-    mip_time_limit: float = 10.0  # for the whole-loan step in all
+    accept_fraction: float = 0.9  # the whole-loan rounds stop at a gap of this fraction of gap_tolerance
+    mip_time_limit: float = 10.0  # solver seconds for the whole-loan rounds in all
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
     first_round_time: float = 1.0  # for the first round (split loans only: the refill that follows does most of the work)
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
@@ -185,8 +192,13 @@ class Dual:
     field_coef: dict[str, np.ndarray]  # field -> R
 
 
+def _eligible_principal(inst: Instance) -> np.ndarray:
+    """Per funder route, the principal of the loans eligible for it (no loans x routes float copy)."""
+    return np.array([inst.principal[inst.elig[:, f]].sum() for f in range(inst.R - 1)])
+
+
 def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, x: np.ndarray,
-                  cls_rep: np.ndarray) -> Dual:
+                  cls_rep: np.ndarray, eligible_principal: np.ndarray | None = None) -> Dual:
     """Turn LP row duals into per-class, per-route reduced-cost pieces (clipping signs)."""
     R = inst.R
     y = y.copy()
@@ -204,8 +216,9 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, x: np.ndarray,
     d = prob.c[aux] - prob.A[:, aux].T @ y
     hi = prob.col_hi[aux].copy()
     F = R - 1
-    implied = inst.share[:F] * (inst.principal @ inst.elig[:, :F]) if inst.n else np.zeros(F)
-    hi[:F] = np.minimum(hi[:F], implied)
+    if eligible_principal is None:
+        eligible_principal = _eligible_principal(inst)
+    hi[:F] = np.minimum(hi[:F], inst.share[:F] * eligible_principal)
     const += float(np.sum(np.minimum(d * prob.col_lo[aux], d * hi)))
 
     ncls = len(cls_rep)
@@ -252,38 +265,100 @@ class Pricing:
     move_cost: np.ndarray  # (rc_second - rc_best) * principal: what moving the loan costs
 
 
-def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray,
+def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | None = None,
                chunk: int = 1 << 18) -> tuple[float, Pricing]:
-    """Loan-level Lagrangian bound, and each loan's cheapest option and runner-up.
+    """Loan-level Lagrangian terms, and each loan's cheapest option and runner-up.
 
-    Reduced costs per unit of principal are built as one (loans x routes+1) block per chunk:
-    the class part is a gather, life and fields enter as outer products.
+    Over the loans ``idx`` (default all): the returned total is ``dual.const`` plus their terms,
+    the pricing arrays are indexed like ``idx``. Reduced costs per unit of principal are built as
+    one (loans x routes+1) block per chunk: the class part is a gather, life and fields enter as
+    outer products.
     """
-    n, R = inst.n, inst.R
+    R = inst.R
+    idx = np.arange(inst.n) if idx is None else idx
+    m = len(idx)
     total = dual.const
-    best_route = np.empty(n, dtype=np.int64)
-    second_route = np.empty(n, dtype=np.int64)
-    move_cost = np.empty(n)
+    best_route = np.empty(m, dtype=np.int64)
+    second_route = np.empty(m, dtype=np.int64)
+    move_cost = np.empty(m)
     base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
     life_coef = np.append(dual.life_coef, 0.0)
     fields = [(inst.fields[k], np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
-        rc = base[cls[sl]]
-        rc += inst.life[sl, None] * life_coef[None, :]
+    for start in range(0, m, chunk):
+        sl = slice(start, min(m, start + chunk))
+        loans = idx[sl]
+        p = inst.principal[loans]
+        rc = base[cls[loans]]
+        rc += inst.life[loans, None] * life_coef[None, :]
         for values, coef in fields:
-            rc += np.nan_to_num(values[sl])[:, None] * coef[None, :]
+            rc += np.nan_to_num(values[loans])[:, None] * coef[None, :]
         rows = np.arange(rc.shape[0])
         arg = rc.argmin(axis=1)
         best = rc[rows, arg]
-        total += float(np.dot(inst.principal[sl], best))
+        total += float(np.dot(p, best))
         rc[rows, arg] = np.inf
         arg2 = rc.argmin(axis=1)
         second = rc[rows, arg2]
         best_route[sl] = arg
         second_route[sl] = arg2
-        move_cost[sl] = (np.minimum(second, inst.penalty) - best) * inst.principal[sl]
+        move_cost[sl] = (np.minimum(second, inst.penalty) - best) * p
     return total, Pricing(best_route, second_route, move_cost)
+
+
+def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb: int,
+              chunk: int = 1 << 18) -> tuple[float, np.ndarray]:
+    """The same Lagrangian bound as :func:`lagrangian`, and each loan's cheapest option, priced
+    per bin wherever a bin's loans provably agree.
+
+    A loan's reduced cost on route ``r`` is linear in its continuous values (life, the fields the
+    duals weigh): ``rc_r(z) = base_r + coef_r . z``. The set of ``z`` where ``r`` is cheapest is an
+    intersection of half-spaces, hence convex; so when ``r`` is cheapest at every corner of the
+    box spanned by a bin's values, it is cheapest for every loan of the bin, and the bin's terms
+    sum exactly from its aggregates: ``base_r P + coef_r . sum_i p_i z_i``. Only the loans of bins
+    whose corners disagree are priced one by one, and those are the bins refinement splits.
+    """
+    R = inst.R
+    base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
+    dims = [(inst.life, np.append(dual.life_coef, 0.0))]
+    dims += [(np.nan_to_num(inst.fields[k]), np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
+    bin_cls = np.zeros(nb, dtype=np.int64)
+    bin_cls[bins] = cls
+    p = inst.principal
+    rc0 = base[bin_cls]  # nb x (R+1)
+    corners: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (lo, hi, coef) of varying dims
+    lin = np.zeros((nb, R + 1))  # sum_i p_i coef . z_i per bin, route
+    for values, coef in dims:
+        lo = np.full(nb, np.inf)
+        hi = np.full(nb, -np.inf)
+        np.minimum.at(lo, bins, values)
+        np.maximum.at(hi, bins, values)
+        lin += np.bincount(bins, weights=p * values, minlength=nb)[:, None] * coef[None, :]
+        if np.array_equal(lo, hi):
+            rc0 = rc0 + lo[:, None] * coef[None, :]
+        else:
+            corners.append((lo, hi, coef))
+    arg = rc0.argmin(axis=1) if not corners else None
+    agree = np.ones(nb, dtype=bool)
+    for mask in range(1 << len(corners)):
+        rc = rc0.copy()
+        for d, (lo, hi, coef) in enumerate(corners):
+            rc += np.where(mask >> d & 1, hi, lo)[:, None] * coef[None, :]
+        a = rc.argmin(axis=1)
+        if arg is None:
+            arg = a
+        else:
+            agree &= a == arg
+    rows = np.flatnonzero(agree)
+    P = np.bincount(bins, weights=p, minlength=nb)
+    r = arg[rows]
+    total = dual.const + float(np.dot(base[bin_cls[rows], r], P[rows]) + lin[rows, r].sum())
+    best = arg[bins]
+    loans = np.flatnonzero(~agree[bins])
+    if len(loans):
+        sub_total, pricing = lagrangian(inst, dual, cls, loans, chunk)
+        total += sub_total - dual.const
+        best[loans] = pricing.best
+    return total, best
 
 
 def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
@@ -310,6 +385,56 @@ def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int) -> np.ndarr
     return out
 
 
+def _cut_at_fractions(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray,
+                      P: np.ndarray) -> np.ndarray:
+    """Chunk ids that cut each bin in ``big`` where the LP splits it.
+
+    The bin's loans, largest first, are laid end to end on [0, 1] by principal, and the LP's
+    route fractions of the bin mark boundaries on the same line: the loans between two
+    boundaries form one chunk (the LP can keep it whole on that route), and each loan a boundary
+    falls inside becomes a chunk of its own. So a bin split over ``s`` routes becomes ``s``
+    chunks and at most ``s - 1`` single loans, and the next LP usually needs no further cut.
+    Loans outside ``big`` get -1.
+    """
+    n = inst.n
+    chunk = np.full(n, -1, dtype=np.int64)
+    idx = np.flatnonzero(big[bins])
+    if len(idx) == 0:
+        return chunk
+    b = bins[idx]
+    p = inst.principal[idx]
+    order = np.lexsort((-p, b))
+    idx, b, p = idx[order], b[order], p[order]
+    cum = np.cumsum(p)
+    starts = np.r_[0, np.flatnonzero(np.diff(b)) + 1]
+    before = np.repeat(cum[starts] - p[starts], np.diff(np.r_[starts, len(b)]))
+    lo = (cum - p - before) / P[b]
+    hi = (cum - before) / P[b]
+    bounds = np.cumsum(T[b], axis=1)[:, :-1]  # inner boundaries of each loan's bin, R of them
+    eps = 1e-12
+    g_lo = (bounds <= lo[:, None] + eps).sum(axis=1)
+    g_hi = (bounds < hi[:, None] - eps).sum(axis=1)
+    whole = g_lo == g_hi
+    rank = np.arange(len(b)) - np.repeat(starts, np.diff(np.r_[starts, len(b)]))
+    chunk[idx] = np.where(whole, g_lo, T.shape[1] + rank)
+    return chunk
+
+
+def _near_split(inst: Instance, bins: np.ndarray, split: np.ndarray, window: int) -> np.ndarray:
+    """``split`` widened to the loans within ``window`` places (largest principal first) of a
+    split loan in the same bin of ``bins``."""
+    hit = np.unique(bins[split])
+    idx = np.flatnonzero(np.isin(bins, hit))
+    rank = _rank_within(bins[idx], -inst.principal[idx])
+    width = int(rank.max()) + 2 * window + 2
+    key = bins[idx] * width + rank + window  # positions shifted so that rank - window >= 0
+    centre = key[split[idx]]
+    near = np.unique((centre[:, None] + np.arange(-window, window + 1)[None, :]).ravel())
+    out = split.copy()
+    out[idx[np.isin(key, near)]] = True
+    return out
+
+
 def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     order = np.lexsort((key, group))
     g = group[order]
@@ -321,7 +446,7 @@ def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 
 def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, parent: np.ndarray,
-                  R: int) -> Basis:
+                  R: int, count: np.ndarray | None = None, hint: np.ndarray | None = None) -> Basis:
     """A starting basis for a refined LP: each child bin takes its parent's statuses.
 
     The first child of a parent keeps the parent's pattern; every other child gets exactly one
@@ -342,7 +467,12 @@ def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, p
     row[U:] = basis.row[old.n_units:]
 
     first = np.zeros(U, dtype=bool)
-    _, idx = np.unique(parent, return_index=True)
+    if count is None:
+        _, idx = np.unique(parent, return_index=True)
+    else:  # the smallest child keeps the parent's pattern
+        order = np.lexsort((count, parent))
+        _, pos = np.unique(parent[order], return_index=True)
+        idx = order[pos]
     first[idx] = True
     extra = ~first
     if extra.any():
@@ -350,6 +480,8 @@ def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, p
         T[old.pair_unit, old.pair_route] = x_old[:old.n_pairs]
         T[:, R] = x_old[old.n_pairs:old.n_pairs + old.n_units]
         best = T[parent].argmax(axis=1)  # per new unit
+        if hint is not None:
+            best = np.where(hint >= 0, hint, best)
         sel = extra[pu]
         col[:new.n_pairs][sel] = np.where(pr[sel] == best[pu[sel]], 1, 0)
         ucol = new.n_pairs + np.flatnonzero(extra)
@@ -442,18 +574,20 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     clock.lap("aggregate")
 
     best_lb = -np.inf
+    eligible_principal = _eligible_principal(inst)
     timed_out = False
     lp_sol = prob = None
     parent: np.ndarray | None = None
     it = 0
     stats: dict[str, float] = {"classes": ncls, "simplex_iterations": 0}
 
-    def solve_lp(units: Units, parent: np.ndarray | None):
+    def solve_lp(units: Units, parent: np.ndarray | None, hint: np.ndarray | None = None):
         new = formulate(inst, units)
         clock.lap("formulate")
         start = None
         if parent is not None and lp_sol is not None and lp_sol.basis is not None:
-            start = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R)
+            start = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R,
+                                  units.count if hint is not None else None, hint)
         elif lp_sol is None and reuse and warm.basis is not None and warm.shape == (new.n_rows, new.n_cols):
             start = warm.basis
         sol = backend.solve(new, SolveOptions(time_limit=remaining(), basis=start))
@@ -477,8 +611,8 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         prob, lp_sol = new_prob, new_sol
         if lp_sol.status == SolveStatus.TIME_LIMIT:
             timed_out = True
-        dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep)
-        lb, pricing = lagrangian(inst, dual, cls)
+        dual = arrange_duals(inst, prob, lp_sol.row_dual, lp_sol.x, cls_rep, eligible_principal)
+        lb, cheapest = bin_bound(inst, dual, cls, bins, nb)
         best_lb = max(best_lb, lb)
         clock.lap("bound")
         ub = lp_sol.objective
@@ -487,7 +621,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         lp_tol = options.lp_tolerance if options.lp_tolerance is not None else options.gap_tolerance / 10
         if lp_gap <= lp_tol or it >= options.max_refinements or timed_out:
             break
-        new_bins, new_nb = combine_keys([bins, pricing.best], n)
+        new_bins, new_nb = combine_keys([bins, cheapest], n)
         if new_nb == nb:
             break
         parent = np.zeros(new_nb, dtype=np.int64)
@@ -497,27 +631,30 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     stats.update({"refinements": it, "bins": nb, "lp_gap": float(lp_gap)})
 
     # cut large split bins until every split bin is small, then fix the whole bins
+    uncut = bins  # the bins before cutting: loans next to a split point in them are alike
     for _ in range(options.max_cuts):
         T = _unit_fractions(prob, lp_sol.x, R)
         split = T.max(axis=1) < 1 - 1e-9
         big = split & (units.count > options.free_unit_size)
-        if not big.any() or timed_out:
+        if not big.any() or timed_out or units.count[split].sum() <= options.max_split_loans:
             break
-        in_big = np.flatnonzero(big[bins])
-        chunk = np.full(n, -1, dtype=np.int64)
-        # at most ``cut_pieces`` chunks per bin (a split chunk is cut again next time): the LP
-        # grows by a few thousand columns per cut, not by every loan of a huge bin
-        size = np.maximum(options.free_unit_size, -(-units.count // options.cut_pieces))
-        chunk[in_big] = _rank_within(bins[in_big], -inst.principal[in_big]) // size[bins[in_big]]
+        clock.say(f"cutting {int(big.sum())} of {int(split.sum())} split bins "
+                  f"({int(units.count[split].sum()):,} loans)")
+        chunk = _cut_at_fractions(inst, bins, big, T, units.P)
         new_bins, new_nb = combine_keys([bins, chunk], n)
         parent = np.zeros(new_nb, dtype=np.int64)
         parent[new_bins] = bins
+        hint = np.full(new_nb, -1, dtype=np.int64)
+        hint[new_bins] = chunk  # a chunk between two boundaries starts basic on its route
+        # chunk ids up to R are routes (the loans between two boundaries); above R, single loans
+        group_route = np.where(hint <= R, hint, -1)
         new_units = Units.build(inst, new_bins, new_nb)
-        new_prob, sol = solve_lp(new_units, parent)
+        new_prob, sol = solve_lp(new_units, parent, group_route)
         if sol.x is None or sol.row_dual is None or sol.status == SolveStatus.TIME_LIMIT:
             timed_out = True  # out of time: the MIP places the last LP's split bins as they are
             break
         bins, nb, units, prob, lp_sol = new_bins, new_nb, new_units, new_prob, sol
+        stats["cuts"] = stats.get("cuts", 0) + 1
     T = _unit_fractions(prob, lp_sol.x, R)
     lp_duals = prob.rows.copy()
     lp_duals["dual"] = lp_sol.row_dual
@@ -527,6 +664,10 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     split = T.max(axis=1) < 1 - 1e-9
     whole_route = T.argmax(axis=1)
     loan_split = split[bins]
+    if options.split_window and loan_split.any():
+        # a cut leaves few split loans (the ones a route boundary falls inside); the loans next
+        # to them by principal in the same uncut bin are free too, so whole loans can trade
+        loan_split = _near_split(inst, uncut, loan_split, options.split_window)
     stats.update({"split_bins": int(split.sum()), "split_loans": int(loan_split.sum()),
                   "lp_objective": float(lp_sol.objective)})
     clock.say(f"whole loans: {int(split.sum())} split bins, {int(loan_split.sum())} loans to place")
@@ -538,10 +679,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     bin_support = (T[:, :R] > 1e-9)[bins]
     # per route (and among the unfunded), the loans there that are cheapest to move make room;
     # when a round misses the target, the next frees twice as many, starting from its plan
-    cand = ~loan_split & (pricing.second < R)
-    # the MIPs aim at half the gap tolerance; the rounds stop once a plan is within 0.9 of it
+    # each loan's cheapest and runner-up options at the last refinement's prices: for the free
+    # loans of a round, and (one pass over every loan) once a round frees a neighbourhood
+    pricing: Pricing | None = None
+    # the MIPs aim at half the gap tolerance; the rounds stop once a plan is within accept_fraction of it
     target = best_lb + abs(best_lb) * options.gap_tolerance / 2
-    good_enough = best_lb + abs(best_lb) * options.gap_tolerance * 0.9
+    good_enough = best_lb + abs(best_lb) * options.gap_tolerance * options.accept_fraction
     mip_status = SolveStatus.OPTIMAL
     # ``current`` is the plan the rounds build on (the LP's rounding, then each round's result);
     # ``best`` is the cheapest whole-loan plan known, which may be the warm start's
@@ -554,22 +697,34 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
             best, best_obj = warm.route, whole_objective(inst, warm.route)
             stats["warm_objective"] = best_obj
-    k = 0  # the first round frees only the loans of split bins
-    deadline = time.perf_counter() + min(options.mip_time_limit, remaining())
+    k = options.first_neighbourhood  # the first round frees the loans of split bins and a few more
+    # ``mip_time_limit`` is solver time: on a big day, building each round's MIP costs seconds
+    # that should not starve the solver; the plan's ``time_limit`` still bounds the whole solve
+    mip_left = options.mip_time_limit
+    overall_end = start + options.time_limit
     rounds = 0
     # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
     # its rows join the MIP's instance, and the next round places those borrowers' loans again
     mip_inst, mip_cls = inst, cls
     pending = np.zeros(n, dtype=bool)
-    while best_obj > good_enough and rounds < options.neighbourhood_rounds and time.perf_counter() < deadline:
+    while (best_obj > good_enough and rounds < options.neighbourhood_rounds and mip_left > 1e-3
+           and time.perf_counter() < overall_end):
         # after an obligor fix only those borrowers' loans move (plus the neighbourhood)
         route = np.where(pending if pending.any() else loan_split, -1, current)
-        route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
+        if k and not pending.any():
+            if pricing is None:
+                pricing = lagrangian(inst, dual, cls)[1]
+            cand = ~loan_split & (pricing.second < R)
+            if not cand.any() and rounds:
+                break  # no loan has anywhere else to go: a round would free the same loans again
+            route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
         allowed = bin_support.copy()
         allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
-        for pick in (pricing.best, pricing.second):
-            ok = (pick < R) & (route < 0)
-            allowed[np.flatnonzero(ok), pick[ok]] = True
+        free_idx = np.flatnonzero(route < 0)
+        free_pricing = lagrangian(inst, dual, cls, free_idx)[1]
+        for pick in (free_pricing.best, free_pricing.second):
+            ok = pick < R
+            allowed[free_idx[ok], pick[ok]] = True
         allowed[pending] = True
         allowed &= inst.elig
         stats["free_loans"] = int((route < 0).sum())
@@ -580,8 +735,9 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             # and HiGHS drops a start that is not
             mip_start = current if np.isfinite(current_obj) else (
                 warm.route if reuse else np.where(loan_split, R, current))
-        budget = min(options.first_round_time if rounds == 0 else options.mip_round_time,
-                     deadline - time.perf_counter())
+        budget = min(options.first_round_time if rounds == 0 else options.mip_round_time, mip_left,
+                     max(0.0, overall_end - time.perf_counter()))
+        mip_left -= budget
         new_route, _, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
                                                clock, target, mip_start)
         if obj < current_obj or pending.any():
@@ -606,11 +762,10 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                 continue
         if current_obj < best_obj:
             best, best_obj = current, current_obj
-        if not cand.any():
-            break
-        k = 2 * k if k else options.neighbourhood_per_route
+        k = max(2 * k, options.neighbourhood_per_route)
     stats["neighbourhood_rounds"] = rounds
-    if best_obj > best_lb + abs(best_lb) * options.gap_tolerance and time.perf_counter() >= deadline:
+    if best_obj > best_lb + abs(best_lb) * options.gap_tolerance and (mip_left <= 1e-3
+                                                                      or time.perf_counter() >= overall_end):
         mip_status = SolveStatus.TIME_LIMIT
     route = best if np.isfinite(best_obj) else current
 

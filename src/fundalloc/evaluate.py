@@ -170,9 +170,20 @@ def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL,
         bad = ev[ev["hard"] & (ev["excess"] > tol)]
         if bad.empty:
             return route, moved, ev
+        funder, _, _ = amounts(inst, route)
+        obligor = bad[bad["kind"] == "obligor"]
+        if len(obligor) > 1:
+            # obligor rows are independent of each other (disjoint loans): fix them all at once
+            has = np.flatnonzero(inst.obligor_slot >= 0)
+            for row in obligor.itertuples():
+                o = inst.obligor_rows[int(row.ref)]
+                on = has[(route[has] == o.route) & (inst.obligor_slot[has] == o.slot)]
+                pick = on[_pick(funder[on], float(row.excess) + tol)]
+                route[pick] = R
+                moved += len(pick)
+            continue
         row = bad.iloc[0]
         r, kind, need = int(row["route"]), row["kind"], float(row["excess"]) + tol
-        funder, _, _ = amounts(inst, route)
         on = route == r
         if kind in ("daily_max", "facility_headroom"):
             weight = np.where(on, funder, 0.0)

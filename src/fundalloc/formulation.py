@@ -215,7 +215,7 @@ def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
     seg_index = 0
     for fam in inst.conc:
         r = fam.route
-        member = fam.member_code()[units.rep]
+        member = fam.member_code(units.rep)
         live = [s for s in fam.segments if not s.breached]
         code_to_row = np.full(max([s.code for s in fam.segments] + [0]) + 2, -1, dtype=np.int64)
         for j, s in enumerate(fam.segments):
