@@ -19,14 +19,16 @@ How the solve scales with loan *profiles* rather than loans
    argmin and the LP is solved again. Bins only ever split, so ``UB`` never rises, and the loop
    ends when ``(UB - LB) / UB`` is below ``lp_tolerance``.
 3. **Whole loans.** A basic solution of the bin LP splits at most as many bins as there are
-   coupling rows. A split bin's loans, laid end to end by principal, are cut where the LP's route
-   fractions put the boundaries: one chunk per route and a single loan at each boundary, and the
-   LP re-solved (a warm start: each chunk starts basic on its route) until the split bins hold
-   few loans (``max_split_loans``). Every other bin is whole: its loans take its route. The
-   loans of the split bins, with their neighbours by principal in the bin they were cut from,
-   then become binary columns of a MIP in which all other bins are fixed, so the MIP is small
-   whatever the size of the day. Short rounds free more loans, the cheapest to move at the LP
-   prices, and a refill MIP funds what whole loans left unfunded.
+   coupling rows, but a split bin may hold thousands of loans. While the split bins hold more
+   than ``max_split_loans``, each big one is cut where the LP's route fractions put the
+   boundaries (its loans laid end to end by principal: one chunk per route and a single loan at
+   each boundary) and the LP re-solved warm (each chunk starts basic on its route). Then one LP
+   takes the split bins' loans one by one, every other bin fixed where it is: the bin LP's
+   solution is feasible for it, so its objective can only fall, and a basic solution leaves
+   fractional about as many *loans* as there are binding coupling rows. Those loans, with their
+   neighbours by principal in their bin, become binary columns of a MIP in which all other loans
+   are fixed, so the MIP is small whatever the size of the day. Short rounds free more loans,
+   the cheapest to move at the LP prices, and a refill MIP funds what whole loans left unfunded.
 4. **Exact check.** The whole-loan plan is evaluated row by row in float64 at loan level; any
    row over its limit (the MIP's tolerances are relative) is repaired by moving the fewest
    loans to unfunded, which can only reduce every ``<=`` row's left side. The plan's gap is
@@ -62,7 +64,8 @@ class PlanOptions:
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
     split_window: int = 8  # loans either side of a split loan (by principal, same uncut bin) also free in the MIP
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
-    max_split_loans: int = 1000  # no more cuts once the split bins hold this few loans (the MIP frees them all)
+    split_lp: bool = True  # an LP over the split bins' loans one by one before the whole-loan MIP
+    max_split_loans: int = 30000  # no more cuts once the split bins hold this few loans (the split LP takes them one by one)
     first_neighbourhood: int = 0  # loans per route, cheapest to move, freed with the split loans in the first round
     neighbourhood_per_route: int = 40  # loans per route freed in the second round (then twice as many each round)
     neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
@@ -70,7 +73,7 @@ class PlanOptions:
     accept_fraction: float = 0.9  # the whole-loan rounds stop at a gap of this fraction of gap_tolerance
     mip_time_limit: float = 10.0  # solver seconds for the whole-loan rounds in all
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
-    first_round_time: float = 1.0  # for the first round (split loans only: the refill that follows does most of the work)
+    first_round_time: float = 2.0  # for the first round (fractional loans and their neighbours)
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
     eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
@@ -662,21 +665,26 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     lp_duals = lp_duals[lp_duals["kind"] != RowKind.ASSIGN.value].reset_index(drop=True)
     totals_lp = lp_sol.x[prob.total_col]
     split = T.max(axis=1) < 1 - 1e-9
-    whole_route = T.argmax(axis=1)
     loan_split = split[bins]
+    loan_route = T.argmax(axis=1)[bins]  # the LP's route per loan (a split bin's loans: its largest share)
+    loan_support = (T[:, :R] > 1e-9)[bins]  # the routes the LP gives each loan's bin
+    stats["split_bins"] = int(split.sum())
+    if options.split_lp and loan_split.sum() > options.split_window and not timed_out:
+        # the split bins' loans one by one: few of them stay fractional
+        res = _split_lp(inst, loan_route, loan_split, cls, loan_support, backend, remaining(), clock)
+        clock.lap("lp")
+        if res is not None:
+            loan_route, loan_split, _ = res  # the support stays the bin's: neighbours may trade into it
     if options.split_window and loan_split.any():
-        # a cut leaves few split loans (the ones a route boundary falls inside); the loans next
-        # to them by principal in the same uncut bin are free too, so whole loans can trade
+        # the loans next to a fractional one by principal in the same bin are alike: free too,
+        # so whole loans can trade
         loan_split = _near_split(inst, uncut, loan_split, options.split_window)
-    stats.update({"split_bins": int(split.sum()), "split_loans": int(loan_split.sum()),
-                  "lp_objective": float(lp_sol.objective)})
+    stats.update({"split_loans": int(loan_split.sum()), "lp_objective": float(lp_sol.objective)})
     clock.say(f"whole loans: {int(split.sum())} split bins, {int(loan_split.sum())} loans to place")
 
-    # Whole loans. Free: every loan of a split bin, and the loans that are cheapest to move at
-    # the LP prices (small loans nearly indifferent between two routes): when whole loans cannot
-    # fill a binding limit exactly, those are what the MIP trades to close the gap.
-    route = np.where(loan_split, -1, whole_route[bins])
-    bin_support = (T[:, :R] > 1e-9)[bins]
+    # Whole loans. Free: every fractional loan and its neighbours, and the loans that are cheapest
+    # to move at the LP prices (small loans nearly indifferent between two routes): when whole
+    # loans cannot fill a binding limit exactly, those are what the MIP trades to close the gap.
     # per route (and among the unfunded), the loans there that are cheapest to move make room;
     # when a round misses the target, the next frees twice as many, starting from its plan
     # each loan's cheapest and runner-up options at the last refinement's prices: for the free
@@ -688,7 +696,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     mip_status = SolveStatus.OPTIMAL
     # ``current`` is the plan the rounds build on (the LP's rounding, then each round's result);
     # ``best`` is the cheapest whole-loan plan known, which may be the warm start's
-    current, current_obj = whole_route[bins], np.inf
+    current, current_obj = loan_route, np.inf
     best, best_obj = current, np.inf
     # a warm start's whole-loan plan is an incumbent when it still holds every limit of this day;
     # when it is already within the gap tolerance of this day's bound, no MIP is needed at all
@@ -718,7 +726,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             if not cand.any() and rounds:
                 break  # no loan has anywhere else to go: a round would free the same loans again
             route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
-        allowed = bin_support.copy()
+        allowed = loan_support.copy()
         allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
         free_idx = np.flatnonzero(route < 0)
         free_pricing = lagrangian(inst, dual, cls, free_idx)[1]
@@ -737,9 +745,9 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                 warm.route if reuse else np.where(loan_split, R, current))
         budget = min(options.first_round_time if rounds == 0 else options.mip_round_time, mip_left,
                      max(0.0, overall_end - time.perf_counter()))
-        mip_left -= budget
-        new_route, _, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
-                                               clock, target, mip_start)
+        new_route, spent, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
+                                                   clock, target, mip_start)
+        mip_left -= spent
         if obj < current_obj or pending.any():
             current, current_obj = new_route, obj
         rounds += 1
@@ -848,14 +856,13 @@ def _refill(inst: Instance, current: np.ndarray, current_obj: float, cls: np.nda
     return current, current_obj
 
 
-def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
-                       backend, options: PlanOptions, time_left: float, clock: Clock,
-                       target: float, start_route: np.ndarray | None) -> tuple[np.ndarray, SolveStatus, float]:
-    """Whole-loan MIP: free loans (route -1) are binary over their allowed routes; every other
-    loan keeps its route and is aggregated by (class, route), so the MIP stays small.
+def _restricted(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
+                integer: bool):
+    """The model with free loans (route -1) over their allowed routes, one unit each, and every
+    other loan fixed where it is, aggregated by (class, route) and moved into the row bounds.
 
-    ``start_route`` (optional): a feasible whole-loan assignment to start from.
-    Returns the assignment, the MIP status and the MIP objective (inf when none was found).
+    Returns the full problem, the small one HiGHS sees, the kept columns, the fixed values, the
+    units, the index of the first free unit and the free loans.
     """
     R = inst.R
     n = inst.n
@@ -869,18 +876,64 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
     unit[free_idx] = fk_n + np.arange(len(free_idx))
     U = fk_n + len(free_idx)
     units = Units.build(inst, unit, U)
-    integer = np.zeros(U, dtype=bool)
-    integer[fk_n:] = True
-    units = Units(units.loan_unit, units.rep, units.P, units.PL, units.PW, units.count, integer)
-    unit_route = np.full(U, -1, dtype=np.int64)
-    unit_route[fk_codes] = fixed_route[fixed_mask]
-    fixed = unit_route.copy()
+    is_int = np.zeros(U, dtype=bool)
+    is_int[fk_n:] = integer
+    units = Units(units.loan_unit, units.rep, units.P, units.PL, units.PW, units.count, is_int)
+    fixed = np.full(U, -1, dtype=np.int64)
+    fixed[fk_codes] = fixed_route[fixed_mask]
     allowed = np.ones((U, R), dtype=bool)
     allowed[fk_n:] = loan_allowed[free_idx]
     prob = formulate(inst, units, fixed=fixed, allowed=allowed)
     small, keep, xf = drop_fixed_columns(prob)
+    return prob, small, keep, xf, units, fixed, fk_n, free_idx
+
+
+def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarray, support: np.ndarray,
+              backend, time_left: float, clock: Clock):
+    """The LP over the loans of split bins, one loan per unit, every other loan where it is.
+
+    A bin the LP splits holds loans that differ a little in principal, life and score; taken one
+    by one, a basic solution of this LP splits at most as many loans as there are binding
+    coupling rows, whatever the size of the bins. Each loan may use the routes its bin used, so
+    the bin LP's solution (every loan taking its bin's fractions) is feasible here: the
+    objective can only fall, and the bound is untouched. Returns the route per loan (fractional
+    loans: their largest share), the mask of fractional loans and the LP objective, or None when
+    the LP does not solve in time.
+    """
+    R = inst.R
+    trial = np.where(free, -1, route)
+    prob, small, keep, xf, units, _, fk_n, free_idx = _restricted(inst, trial, cls, support, integer=False)
+    sol = backend.solve(small, SolveOptions(time_limit=max(0.0, time_left)))
+    if sol.x is None or sol.status != SolveStatus.OPTIMAL:
+        return None
+    x = xf.copy()
+    x[keep] = sol.x
+    T = _unit_fractions(prob, x, R)[fk_n:]
+    out = route.copy()
+    out[free_idx] = T.argmax(axis=1)
+    frac = np.zeros(inst.n, dtype=bool)
+    frac[free_idx] = T.max(axis=1) < 1 - 1e-9
+    clock.say(f"split bins' {len(free_idx):,} loans one by one: {int(frac.sum())} fractional, "
+              f"LP {sol.objective:,.2f}")
+    return out, frac, float(sol.objective)
+
+
+def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
+                       backend, options: PlanOptions, time_left: float, clock: Clock,
+                       target: float, start_route: np.ndarray | None) -> tuple[np.ndarray, float, float]:
+    """Whole-loan MIP: free loans (route -1) are binary over their allowed routes; every other
+    loan keeps its route and is aggregated by (class, route), so the MIP stays small.
+
+    ``start_route`` (optional): a feasible whole-loan assignment to start from.
+    Returns the assignment, the solver's seconds and the MIP objective (inf when none was found).
+    """
+    R = inst.R
+    free = route < 0
+    prob, small, keep, xf, units, unit_route, fk_n, free_idx = _restricted(inst, route, cls, loan_allowed,
+                                                                           integer=True)
     start = None
     if start_route is not None:
+        unit_route = unit_route.copy()
         unit_route[fk_n:] = start_route[free_idx]
         start = _assignment_vector(inst, prob, units, unit_route)[keep]
     rel_gap = options.mip_rel_gap if options.mip_rel_gap is not None else options.gap_tolerance / 10
@@ -890,7 +943,7 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
     if sol.x is None:
         out = route.copy()
         out[free] = R if start_route is None else start_route[free]
-        return out, SolveStatus.TIME_LIMIT, np.inf
+        return out, sol.seconds, np.inf
     full = xf.copy()
     full[keep] = sol.x
     T = _unit_fractions(prob, full, R)
@@ -898,7 +951,7 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
     chosen = T[fk_n:][np.arange(len(free_idx)), choice] > 0.5
     out = route.copy()
     out[free_idx] = np.where(chosen, choice, R)
-    return out, sol.status, float(sol.objective)
+    return out, sol.seconds, float(sol.objective)
 
 
 def _assignment_vector(inst: Instance, prob: Problem, units: Units, unit_route: np.ndarray) -> np.ndarray:

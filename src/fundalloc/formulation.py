@@ -387,18 +387,25 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
 def drop_fixed_columns(problem: Problem) -> tuple[Problem, np.ndarray, np.ndarray]:
     """Move columns with equal bounds into the row bounds and the objective offset.
 
-    Returns the smaller problem, the indices of the kept columns, and the full-length vector of
-    fixed values (to put a solution of the small problem back in place).
+    Returns the smaller problem (its ``total_col`` and ``shortfall_col`` renumbered, -1 where
+    fixed), the indices of the kept columns, and the full-length vector of fixed values (to put
+    a solution of the small problem back in place).
     """
     fixed = problem.col_lo == problem.col_hi
     keep = np.flatnonzero(~fixed)
     xf = np.where(fixed, problem.col_lo, 0.0)
     shift = problem.A @ xf
+    new_index = np.full(problem.n_cols, -1, dtype=np.int64)
+    new_index[keep] = np.arange(len(keep))
+
+    def moved(col: np.ndarray) -> np.ndarray:
+        return np.where(col >= 0, new_index[np.maximum(col, 0)], -1)
+
     small = Problem(
         c=problem.c[keep], A=problem.A[:, keep], col_lo=problem.col_lo[keep], col_hi=problem.col_hi[keep],
         row_lo=problem.row_lo - shift, row_hi=problem.row_hi - shift, integer=problem.integer[keep],
         rows=problem.rows, pair_unit=problem.pair_unit, pair_route=problem.pair_route,
-        n_units=problem.n_units, total_col=problem.total_col, shortfall_col=problem.shortfall_col,
+        n_units=problem.n_units, total_col=moved(problem.total_col), shortfall_col=moved(problem.shortfall_col),
         offset=problem.offset + float(problem.c @ xf),
     )
     return small, keep, xf
