@@ -73,6 +73,7 @@ class PlanOptions:
     accept_fraction: float = 0.9  # the whole-loan rounds stop at a gap of this fraction of gap_tolerance
     mip_time_limit: float = 10.0  # solver seconds for the whole-loan rounds in all
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
+    fractional_time: float = 0.5  # for the MIP over the fractional loans alone (it finds the first incumbent)
     first_round_time: float = 2.0  # for the first round (fractional loans and their neighbours)
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
@@ -388,6 +389,20 @@ def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int) -> np.ndarr
     return out
 
 
+def _end_to_end(inst: Instance, bins: np.ndarray, big: np.ndarray, P: np.ndarray):
+    """The loans of the bins in ``big``, largest first, laid end to end on [0, 1] by principal:
+    their indices, bins and the interval ``[lo, hi)`` each covers (in bin order, then largest first)."""
+    idx = np.flatnonzero(big[bins])
+    b = bins[idx]
+    p = inst.principal[idx]
+    order = np.lexsort((-p, b))
+    idx, b, p = idx[order], b[order], p[order]
+    cum = np.cumsum(p)
+    starts = np.r_[0, np.flatnonzero(np.diff(b)) + 1] if len(b) else np.zeros(0, dtype=np.int64)
+    before = np.repeat(cum[starts] - p[starts], np.diff(np.r_[starts, len(b)]))
+    return idx, b, (cum - p - before) / P[b], (cum - before) / P[b], starts
+
+
 def _cut_at_fractions(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray,
                       P: np.ndarray) -> np.ndarray:
     """Chunk ids that cut each bin in ``big`` where the LP splits it.
@@ -401,18 +416,9 @@ def _cut_at_fractions(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.n
     """
     n = inst.n
     chunk = np.full(n, -1, dtype=np.int64)
-    idx = np.flatnonzero(big[bins])
+    idx, b, lo, hi, starts = _end_to_end(inst, bins, big, P)
     if len(idx) == 0:
         return chunk
-    b = bins[idx]
-    p = inst.principal[idx]
-    order = np.lexsort((-p, b))
-    idx, b, p = idx[order], b[order], p[order]
-    cum = np.cumsum(p)
-    starts = np.r_[0, np.flatnonzero(np.diff(b)) + 1]
-    before = np.repeat(cum[starts] - p[starts], np.diff(np.r_[starts, len(b)]))
-    lo = (cum - p - before) / P[b]
-    hi = (cum - before) / P[b]
     bounds = np.cumsum(T[b], axis=1)[:, :-1]  # inner boundaries of each loan's bin, R of them
     eps = 1e-12
     g_lo = (bounds <= lo[:, None] + eps).sum(axis=1)
@@ -421,6 +427,19 @@ def _cut_at_fractions(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.n
     rank = np.arange(len(b)) - np.repeat(starts, np.diff(np.r_[starts, len(b)]))
     chunk[idx] = np.where(whole, g_lo, T.shape[1] + rank)
     return chunk
+
+
+def _end_to_end_routes(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray,
+                       P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the loans of the bins in ``big`` laid end to end (see :func:`_cut_at_fractions`), the
+    routes (``R`` = unfunded) whose share of the bin each loan's interval overlaps: one for a loan
+    between two boundaries, two or more for a loan a boundary falls inside. Returns the loans and
+    a (loans x R+1) mask."""
+    idx, b, lo, hi, _ = _end_to_end(inst, bins, big, P)
+    seg_hi = np.cumsum(T[b], axis=1)
+    seg_lo = seg_hi - T[b]
+    overlap = np.minimum(hi[:, None], seg_hi) - np.maximum(lo[:, None], seg_lo)
+    return idx, (overlap > 1e-12) & (T[b] > 1e-9)
 
 
 def _near_split(inst: Instance, bins: np.ndarray, split: np.ndarray, window: int) -> np.ndarray:
@@ -671,10 +690,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     stats["split_bins"] = int(split.sum())
     if options.split_lp and loan_split.sum() > options.split_window and not timed_out:
         # the split bins' loans one by one: few of them stay fractional
-        res = _split_lp(inst, loan_route, loan_split, cls, loan_support, backend, remaining(), clock)
+        crash = _split_crash(inst, bins, split, T, units.P, prob, lp_sol.basis)
+        res = _split_lp(inst, loan_route, loan_split, cls, loan_support, backend, remaining(), clock, crash)
         clock.lap("lp")
         if res is not None:
             loan_route, loan_split, _ = res  # the support stays the bin's: neighbours may trade into it
+    fractional = loan_split  # the start of the first MIP leaves only these unfunded
     if options.split_window and loan_split.any():
         # the loans next to a fractional one by principal in the same bin are alike: free too,
         # so whole loans can trade
@@ -705,10 +726,23 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
             best, best_obj = warm.route, whole_objective(inst, warm.route)
             stats["warm_objective"] = best_obj
+    mip_left = options.mip_time_limit
+    if fractional.any() and not np.isfinite(best_obj):
+        # first the fractional loans alone, over every route they are eligible for, every other
+        # loan where the split LP put it: a tiny MIP whose plan is often within the tolerance
+        # already, and otherwise the incumbent the first round starts from
+        trial = np.where(fractional, -1, loan_route)
+        first, spent, obj = _place_split_loans(inst, trial, cls, inst.elig.copy(), backend, options,
+                                               min(options.fractional_time, mip_left), clock, target,
+                                               np.where(fractional, R, loan_route))
+        mip_left -= spent
+        clock.lap("mip")
+        if np.isfinite(obj):
+            current, current_obj = first, obj
+            best, best_obj = current, current_obj
     k = options.first_neighbourhood  # the first round frees the loans of split bins and a few more
     # ``mip_time_limit`` is solver time: on a big day, building each round's MIP costs seconds
     # that should not starve the solver; the plan's ``time_limit`` still bounds the whole solve
-    mip_left = options.mip_time_limit
     overall_end = start + options.time_limit
     rounds = 0
     # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
@@ -742,7 +776,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             # without a plan yet, the LP's whole bins with the split loans unfunded: often feasible,
             # and HiGHS drops a start that is not
             mip_start = current if np.isfinite(current_obj) else (
-                warm.route if reuse else np.where(loan_split, R, current))
+                warm.route if reuse else np.where(fractional, R, current))
         budget = min(options.first_round_time if rounds == 0 else options.mip_round_time, mip_left,
                      max(0.0, overall_end - time.perf_counter()))
         new_route, spent, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
@@ -888,8 +922,19 @@ def _restricted(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed
     return prob, small, keep, xf, units, fixed, fk_n, free_idx
 
 
+def _split_crash(inst: Instance, bins: np.ndarray, split: np.ndarray, T: np.ndarray, P: np.ndarray,
+                 prob: Problem, basis: Basis | None):
+    """What the split LP's starting basis is built from: per loan of a split bin, the routes it is
+    basic on when the bin's loans are laid end to end (each whole on one route, a loan at a
+    boundary on two), and the bin LP's statuses of the coupling rows and the auxiliary columns."""
+    if basis is None:
+        return None
+    loans, on = _end_to_end_routes(inst, bins, split, T, P)
+    return loans, on, basis.row[prob.n_units:], basis.col[prob.n_pairs + prob.n_units:]
+
+
 def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarray, support: np.ndarray,
-              backend, time_left: float, clock: Clock):
+              backend, time_left: float, clock: Clock, crash=None):
     """The LP over the loans of split bins, one loan per unit, every other loan where it is.
 
     A bin the LP splits holds loans that differ a little in principal, life and score; taken one
@@ -903,7 +948,28 @@ def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarr
     R = inst.R
     trial = np.where(free, -1, route)
     prob, small, keep, xf, units, _, fk_n, free_idx = _restricted(inst, trial, cls, support, integer=False)
-    sol = backend.solve(small, SolveOptions(time_limit=max(0.0, time_left)))
+    start = None
+    if crash is not None:
+        # a starting basis: every loan of a split bin whole on the route its place on the line
+        # gives it, a loan at a boundary basic on both routes; the rows and the auxiliary columns
+        # as the bin LP left them. Its point is the bin LP's split, but for the loans' differing
+        # lives and fields, so it starts close to feasible and close to optimal
+        loans, on, coupling_rows, aux_cols = crash
+        m_assign = prob.n_units
+        if (prob.n_rows - m_assign == len(coupling_rows) and len(free_idx) == len(loans)
+                and prob.n_cols - prob.n_pairs - prob.n_units == len(aux_cols)):
+            unit_of = units.loan_unit[loans]
+            basic = np.zeros((prob.n_units, R + 1), dtype=bool)
+            basic[unit_of] = on
+            col = np.zeros(prob.n_cols, dtype=np.int8)
+            col[:prob.n_pairs] = basic[prob.pair_unit, prob.pair_route]
+            col[prob.n_pairs:prob.n_pairs + prob.n_units] = basic[:, R]
+            col[prob.n_pairs + prob.n_units:] = aux_cols
+            row = np.zeros(prob.n_rows, dtype=np.int8)
+            row[:fk_n] = 1  # the fixed units' assignment rows are empty in the small problem
+            row[m_assign:] = coupling_rows
+            start = Basis(col[keep], row)
+    sol = backend.solve(small, SolveOptions(time_limit=max(0.0, time_left), basis=start))
     if sol.x is None or sol.status != SolveStatus.OPTIMAL:
         return None
     x = xf.copy()
