@@ -727,6 +727,26 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             best, best_obj = warm.route, whole_objective(inst, warm.route)
             stats["warm_objective"] = best_obj
     mip_left = options.mip_time_limit
+    # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
+    # its rows join the MIP's instance, and the next round places those borrowers' loans again
+    mip_inst, mip_cls = inst, cls
+    pending = np.zeros(n, dtype=bool)
+
+    def obligor_broken(plan: np.ndarray) -> bool:
+        nonlocal mip_inst, mip_cls, pending
+        if not full.obligor_rows:
+            return False
+        broken = _broken_obligor(full, plan)
+        if len(broken) == 0:
+            return False
+        clock.say(f"{len(broken):,} obligor rows broken: placing those borrowers' loans again")
+        active[broken] = True
+        mip_inst = restrict_obligor(full, np.flatnonzero(active))
+        mip_cls, _ = combine_keys([cls, mip_inst.obligor_slot], n)
+        slots = np.unique(np.array([full.obligor_rows[j].slot for j in broken], dtype=np.int64))
+        pending = np.isin(full.obligor_slot, slots)
+        return True
+
     if fractional.any() and not np.isfinite(best_obj):
         # first the fractional loans alone, over every route they are eligible for, every other
         # loan where the split LP put it: a tiny MIP whose plan is often within the tolerance
@@ -739,16 +759,19 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         clock.lap("mip")
         if np.isfinite(obj):
             current, current_obj = first, obj
-            best, best_obj = current, current_obj
+            if obligor_broken(current):
+                current_obj = np.inf
+            else:
+                best, best_obj = current, current_obj
     k = options.first_neighbourhood  # the first round frees the loans of split bins and a few more
+    if fractional.any() and not np.isfinite(current_obj) and not pending.any():
+        # no whole-loan plan moves only the fractional loans (every other loan fills the binding
+        # limits exactly): the first round also frees the loans cheapest to move on every route
+        k = max(k, options.neighbourhood_per_route)
     # ``mip_time_limit`` is solver time: on a big day, building each round's MIP costs seconds
     # that should not starve the solver; the plan's ``time_limit`` still bounds the whole solve
     overall_end = start + options.time_limit
     rounds = 0
-    # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
-    # its rows join the MIP's instance, and the next round places those borrowers' loans again
-    mip_inst, mip_cls = inst, cls
-    pending = np.zeros(n, dtype=bool)
     while (best_obj > good_enough and rounds < options.neighbourhood_rounds and mip_left > 1e-3
            and time.perf_counter() < overall_end):
         # after an obligor fix only those borrowers' loans move (plus the neighbourhood)
@@ -791,17 +814,9 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                                            target, min(options.refill_time_limit, remaining()), stats)
             clock.lap("refill")
         pending[:] = False
-        if full.obligor_rows and np.isfinite(current_obj):
-            broken = _broken_obligor(full, current)
-            if len(broken):
-                clock.say(f"{len(broken):,} obligor rows broken: placing those borrowers' loans again")
-                active[broken] = True
-                mip_inst = restrict_obligor(full, np.flatnonzero(active))
-                mip_cls, _ = combine_keys([cls, mip_inst.obligor_slot], n)
-                slots = np.unique(np.array([full.obligor_rows[j].slot for j in broken], dtype=np.int64))
-                pending = np.isin(full.obligor_slot, slots)
-                current_obj = np.inf
-                continue
+        if np.isfinite(current_obj) and obligor_broken(current):
+            current_obj = np.inf
+            continue
         if current_obj < best_obj:
             best, best_obj = current, current_obj
         k = max(2 * k, options.neighbourhood_per_route)
@@ -854,8 +869,10 @@ def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, cls:
         free = np.isin(full.obligor_slot, slots)
         trial = np.where(free, -1, route)
         sub_cls, _ = combine_keys([cls, sub.obligor_slot], full.n)
+        # those loans unfunded is a feasible start: it only lowers every obligor row
         new_route, _, obj = _place_split_loans(sub, trial, sub_cls, sub.elig.copy(), backend, options,
-                                               deadline - time.perf_counter(), clock, target, None)
+                                               deadline - time.perf_counter(), clock, target,
+                                               np.where(free, full.R, route))
         fixed_rounds += 1
         if not np.isfinite(obj):
             break

@@ -56,7 +56,7 @@ class ConcFamily:
     route: int
     spec: Concentration
     where: np.ndarray  # n bool
-    per_codes: np.ndarray | None  # n int64, -1 where missing
+    per_codes: np.ndarray | None  # n integer codes, -1 where missing
     per_values: pd.Index | None
     basis: Basis
     segments: tuple[Segment, ...]
@@ -232,7 +232,9 @@ def compile_instance(
         life = np.where(np.isnan(given), life, given)
 
     # --- eligibility -------------------------------------------------------------------------
-    elig = np.zeros((n, R), dtype=bool)
+    # built column by column, so column-major here (a column of a row-major n x R array is a
+    # strided pass over all of it); row-major once at the end, which is how the solver reads it
+    elig = np.zeros((n, R), dtype=bool, order="F")
     for r, f in enumerate(funders):
         if _rule_problems(f.eligibility, view, f"funders[{f.id}].eligibility", src["funders"], problems):
             elig[:, r] = view.all_of(f.eligibility)
@@ -348,7 +350,7 @@ def compile_instance(
 
     return Instance(
         terms=terms, loans=loans, route_ids=route_ids, share=share, platform_share=platform_share,
-        k1=k1, k0=k0, principal=principal, life=life, elig=elig, fields=fields, conc=tuple(conc),
+        k1=k1, k0=k0, principal=principal, life=life, elig=np.ascontiguousarray(elig), fields=fields, conc=tuple(conc),
         wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
@@ -377,7 +379,8 @@ def _segments(family: int, r: int, f: Funder, c: Concentration, basis: Basis, wh
         return segs
     # one row per value present among today's eligible loans in the where-filter, and per value
     # held in the portfolio (those may be breached even with no new loans today)
-    present = np.unique(per_codes[elig_r & where_mask & (per_codes >= 0)])
+    counted = per_codes[elig_r & where_mask & (per_codes >= 0)]
+    present = np.flatnonzero(np.bincount(counted, minlength=len(per_values)))  # no sort of n codes
     values = {str(per_values[k]): int(k) for k in present}
     if pvals is not None:
         value_index = {str(v): i for i, v in enumerate(per_values)}
@@ -420,7 +423,7 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
     for r, f in enumerate(funders):
         if f.obligor_limit is None:
             continue
-        elig[:, r] &= has_b
+        e = elig[:, r] & has_b
         existing = np.zeros(nb)
         if ex_rows:
             mine = (exposures["funder_id"] == f.id).to_numpy(dtype=bool)
@@ -434,8 +437,9 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
         head = f.obligor_limit - existing
         amount = share[r] * principal
         fits = amount <= head[safe_b] + 1e-9
-        elig[:, r] &= fits
-        total = np.bincount(safe_b[elig[:, r]], weights=amount[elig[:, r]], minlength=nb)
+        e &= fits
+        elig[:, r] = e
+        total = np.bincount(safe_b[e], weights=amount[e], minlength=nb)
         binding = np.flatnonzero(has_loans & (total > head + 1e-9))
         needed.append((np.full(len(binding), r), binding, existing[binding], float(f.obligor_limit)))
     borrowers: list[str] = []

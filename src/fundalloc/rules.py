@@ -27,6 +27,7 @@ class ColumnView:
         self.n = len(table)
         self._codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
         self._numeric: dict[str, np.ndarray] = {}
+        self._masks: dict[tuple[str, str], np.ndarray] = {}
 
     def has(self, column: str) -> bool:
         return column in self.table.columns
@@ -39,7 +40,9 @@ class ColumnView:
         """Integer codes (-1 for missing) and the distinct values of a column."""
         if column not in self._codes:
             codes, uniques = pd.factorize(self.table[column], use_na_sentinel=True)
-            self._codes[column] = (np.asarray(codes, dtype=np.int64), pd.Index(uniques))
+            # the narrowest type: every rule on the column is a gather through these codes
+            narrow = np.int16 if len(uniques) < 1 << 15 else np.int32 if len(uniques) < 1 << 31 else np.int64
+            self._codes[column] = (np.asarray(codes).astype(narrow, copy=False), pd.Index(uniques))
         return self._codes[column]
 
     def numeric(self, column: str) -> np.ndarray:
@@ -74,7 +77,14 @@ class ColumnView:
         return self.table[column].notna().to_numpy()
 
     def mask(self, column: str, rule: Rule) -> np.ndarray:
-        """Rows that satisfy ``rule`` on ``column``."""
+        """Rows that satisfy ``rule`` on ``column`` (funders often repeat a rule: computed once)."""
+        key = (column, repr(rule))
+        if key not in self._masks:
+            self._masks[key] = self._mask(column, rule)
+            self._masks[key].flags.writeable = False
+        return self._masks[key]
+
+    def _mask(self, column: str, rule: Rule) -> np.ndarray:
         if isinstance(rule, InRule):
             return self._value_mask(column, rule.values)
         if isinstance(rule, NotInRule):
