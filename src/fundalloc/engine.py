@@ -25,10 +25,13 @@ How the solve scales with loan *profiles* rather than loans
    each boundary) and the LP re-solved warm (each chunk starts basic on its route). Then one LP
    takes the split bins' loans one by one, every other bin fixed where it is: the bin LP's
    solution is feasible for it, so its objective can only fall, and a basic solution leaves
-   fractional about as many *loans* as there are binding coupling rows. Those loans, with their
-   neighbours by principal in their bin, become binary columns of a MIP in which all other loans
-   are fixed, so the MIP is small whatever the size of the day. Short rounds free more loans,
-   the cheapest to move at the LP prices, and a refill MIP funds what whole loans left unfunded.
+   fractional about as many *loans* as there are binding coupling rows. It starts from the basis
+   the same end-to-end layout gives (every loan basic on the route its place falls in, a loan at
+   a boundary on both). The fractional loans alone, over all their eligible routes, are the
+   first MIP; then, with their neighbours by principal in their bin, binary columns of a MIP in
+   which all other loans are fixed, so the MIP is small whatever the size of the day. Short
+   rounds free more loans, the cheapest to move at the LP prices, and a refill MIP funds what
+   whole loans left unfunded.
 4. **Exact check.** The whole-loan plan is evaluated row by row in float64 at loan level; any
    row over its limit (the MIP's tolerances are relative) is repaired by moving the fewest
    loans to unfunded, which can only reduce every ``<=`` row's left side. The plan's gap is
@@ -60,7 +63,7 @@ class PlanOptions:
     gap_tolerance: float = 1e-5  # a plan within this gap of the LP bound is reported optimal
     lp_tolerance: float | None = None  # refinement stops at this LP gap (default gap_tolerance / 10)
     max_refinements: int = 30
-    initial_bins: int = 4  # quantile bins per continuous field before refinement
+    initial_bins: int = 2  # quantile bins per continuous field before refinement (few: the cold first LP is the dearest)
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
     split_window: int = 8  # loans either side of a split loan (by principal, same uncut bin) also free in the MIP
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
@@ -767,7 +770,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     if fractional.any() and not np.isfinite(current_obj) and not pending.any():
         # no whole-loan plan moves only the fractional loans (every other loan fills the binding
         # limits exactly): the first round also frees the loans cheapest to move on every route
+        # many loans free and a plan far off: that round looks for a feasible plan, which the
+        # refill then completes, so it is kept short
         k = max(k, options.neighbourhood_per_route)
+        first_budget = options.fractional_time
+    else:
+        first_budget = options.first_round_time
     # ``mip_time_limit`` is solver time: on a big day, building each round's MIP costs seconds
     # that should not starve the solver; the plan's ``time_limit`` still bounds the whole solve
     overall_end = start + options.time_limit
@@ -800,7 +808,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             # and HiGHS drops a start that is not
             mip_start = current if np.isfinite(current_obj) else (
                 warm.route if reuse else np.where(fractional, R, current))
-        budget = min(options.first_round_time if rounds == 0 else options.mip_round_time, mip_left,
+        budget = min(first_budget if rounds == 0 else options.mip_round_time, mip_left,
                      max(0.0, overall_end - time.perf_counter()))
         new_route, spent, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
                                                    clock, target, mip_start)
