@@ -63,7 +63,11 @@ class PlanOptions:
     gap_tolerance: float = 1e-5  # a plan within this gap of the LP bound is reported optimal
     lp_tolerance: float | None = None  # refinement stops at this LP gap (default gap_tolerance / 10)
     max_refinements: int = 30
-    initial_bins: int = 2  # quantile bins per continuous field before refinement (few: the cold first LP is the dearest)
+    # quantile bins per continuous field before refinement; None: 2 below 7.5M loans (the cold
+    # first LP is the dearest solve: 5M took 41 s against 58 s with 4), 4 from 7.5M (bigger bins
+    # split into more loans, and cutting them costs more LPs than the first one saves: 10M took
+    # 113 s against 97 s with 4). Measured on the seeded scale days, one run each
+    initial_bins: int | None = None
     free_unit_size: int = 16  # split bins larger than this are cut before the MIP
     split_window: int = 8  # loans either side of a split loan (by principal, same uncut bin) also free in the MIP
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
@@ -595,7 +599,8 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         # same classes: start from the refined bins, and from the final basis if the LP is alike
         bins, nb = warm.bins, int(warm.bins.max()) + 1
     else:
-        bins, nb = initial_bins(inst, cls, continuous, options.initial_bins)
+        q = options.initial_bins if options.initial_bins is not None else (2 if n < 7_500_000 else 4)
+        bins, nb = initial_bins(inst, cls, continuous, q)
     clock.lap("aggregate")
 
     best_lb = -np.inf
@@ -750,6 +755,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         pending = np.isin(full.obligor_slot, slots)
         return True
 
+    alone_failed = False  # the fractional loans alone could not be placed
     if fractional.any() and not np.isfinite(best_obj):
         # first the fractional loans alone, over every route they are eligible for, every other
         # loan where the split LP put it: a tiny MIP whose plan is often within the tolerance
@@ -760,6 +766,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                                                np.where(fractional, R, loan_route))
         mip_left -= spent
         clock.lap("mip")
+        alone_failed = not np.isfinite(obj)
         if np.isfinite(obj):
             current, current_obj = first, obj
             if obligor_broken(current):
@@ -767,7 +774,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             else:
                 best, best_obj = current, current_obj
     k = options.first_neighbourhood  # the first round frees the loans of split bins and a few more
-    if fractional.any() and not np.isfinite(current_obj) and not pending.any():
+    if alone_failed:
         # no whole-loan plan moves only the fractional loans (every other loan fills the binding
         # limits exactly): the first round also frees the loans cheapest to move on every route
         # many loans free and a plan far off: that round looks for a feasible plan, which the
