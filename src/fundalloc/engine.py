@@ -52,6 +52,7 @@ from .errors import SolverError
 from .evaluate import ENGINE_TOL, evaluate, repair, whole_objective
 from .formulation import Problem, RowKind, Units, drop_fixed_columns, formulate
 from .instance import Instance
+from .polish import RowModel, polish
 
 Progress = Callable[[str], None]
 
@@ -82,10 +83,16 @@ class PlanOptions:
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
     fractional_time: float = 0.5  # for the MIP over the fractional loans alone (it finds the first incumbent)
     first_round_time: float = 2.0  # for the first round (fractional loans and their neighbours)
+    # a warm re-solve (a what-if) gives each round and refill at most this long, refills at most
+    # this many loans, and polishes between rounds: an analyst waits on it, and the polish does
+    # most of what a longer round would
+    warm_round_time: float = 1.0
+    warm_refill_loans: int = 500
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
     eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
     obligor_rounds: int = 4  # after the whole-loan rounds, MIPs fixing the obligor rows still broken
+    polish: bool = True  # in a warm re-solve, after each whole-loan round short of the target, moves of small loans into the slack
 
 
 @dataclass(frozen=True, eq=False)
@@ -704,6 +711,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         if res is not None:
             loan_route, loan_split, _ = res  # the support stays the bin's: neighbours may trade into it
     fractional = loan_split  # the start of the first MIP leaves only these unfunded
+    lp_route = loan_route
     if options.split_window and loan_split.any():
         # the loans next to a fractional one by principal in the same bin are alike: free too,
         # so whole loans can trade
@@ -755,8 +763,27 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         pending = np.isin(full.obligor_slot, slots)
         return True
 
+    row_model: RowModel | None = None
+
+    def polished(plan: np.ndarray, obj: float) -> tuple[np.ndarray, float]:
+        """The slack whole loans leave in the binding rows, filled by single and paired moves of
+        small loans: the subset-sum part of rounding, which branch and bound is slow at."""
+        nonlocal row_model
+        if not (options.polish and warm is not None and np.isfinite(obj) and obj > good_enough):
+            return plan, obj
+        if row_model is None:
+            row_model = RowModel.build(full)
+        new, moved = polish(full, plan, row_model)
+        clock.lap("polish")
+        new_obj = whole_objective(inst, new) if moved else obj
+        if new_obj < obj:
+            stats["polished_loans"] = stats.get("polished_loans", 0) + moved
+            return new, new_obj
+        return plan, obj
+
     alone_failed = False  # the fractional loans alone could not be placed
-    if fractional.any() and not np.isfinite(best_obj):
+    if fractional.any() and best_obj > good_enough:
+        # (a warm start's plan, when it is not good enough, is no better a start than this)
         # first the fractional loans alone, over every route they are eligible for, every other
         # loan where the split LP put it: a tiny MIP whose plan is often within the tolerance
         # already, and otherwise the incumbent the first round starts from
@@ -765,14 +792,30 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                                                min(options.fractional_time, mip_left), clock, target,
                                                np.where(fractional, R, loan_route))
         mip_left -= spent
-        clock.lap("mip")
         alone_failed = not np.isfinite(obj)
+        if alone_failed and warm is not None:
+            # leaving the fractional loans unfunded broke a row: a concentration or a weighted-
+            # average test, which loans outside a segment or beyond a threshold keep. For a
+            # warm re-solve, whose rounds are short, the repair frees the fewest loans that mend
+            # it; those join the fractional loans, and the MIP starts from the repaired plan,
+            # near the LP. (Cold, the wide first round below finds better plans from scratch.)
+            unfunded = np.where(fractional, R, loan_route)
+            start_plan, _, _ = repair(inst, unfunded)
+            trial = np.where(fractional | (start_plan != unfunded), -1, loan_route)
+            first, spent, obj = _place_split_loans(inst, trial, cls, inst.elig.copy(), backend, options,
+                                                   min(options.fractional_time, mip_left), clock, target,
+                                                   start_plan)
+            mip_left -= spent
+            alone_failed = not np.isfinite(obj)
+        clock.lap("mip")
         if np.isfinite(obj):
             current, current_obj = first, obj
             if obligor_broken(current):
                 current_obj = np.inf
             else:
-                best, best_obj = current, current_obj
+                current, current_obj = polished(current, current_obj)
+                if current_obj < best_obj:
+                    best, best_obj = current, current_obj
     k = options.first_neighbourhood  # the first round frees the loans of split bins and a few more
     if alone_failed:
         # no whole-loan plan moves only the fractional loans (every other loan fills the binding
@@ -787,10 +830,20 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     # that should not starve the solver; the plan's ``time_limit`` still bounds the whole solve
     overall_end = start + options.time_limit
     rounds = 0
+    round_cap = options.warm_round_time if warm is not None else np.inf
+    refill_options = (replace(options, refill_loans=min(options.refill_loans, options.warm_refill_loans))
+                      if warm is not None else options)
+    refilled = np.nan  # the objective of the last refill's plan
     while (best_obj > good_enough and rounds < options.neighbourhood_rounds and mip_left > 1e-3
            and time.perf_counter() < overall_end):
         # after an obligor fix only those borrowers' loans move (plus the neighbourhood)
-        route = np.where(pending if pending.any() else loan_split, -1, current)
+        free = loan_split
+        if warm is not None:
+            # a warm re-solve's plan drifts from the LP in the rounds; the loans off their LP
+            # route are free too, so the MIP's relaxation is the LP's again (cold, the wide first
+            # round moves many loans, and freeing them all makes the next rounds slow)
+            free = free | (current != lp_route)
+        route = np.where(pending if pending.any() else free, -1, current)
         if k and not pending.any():
             if pricing is None:
                 pricing = lagrangian(inst, dual, cls)[1]
@@ -815,7 +868,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             # and HiGHS drops a start that is not
             mip_start = current if np.isfinite(current_obj) else (
                 warm.route if reuse else np.where(fractional, R, current))
-        budget = min(first_budget if rounds == 0 else options.mip_round_time, mip_left,
+        budget = min(first_budget if rounds == 0 else options.mip_round_time, mip_left, round_cap,
                      max(0.0, overall_end - time.perf_counter()))
         new_route, spent, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
                                                    clock, target, mip_start)
@@ -824,16 +877,23 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             current, current_obj = new_route, obj
         rounds += 1
         clock.lap("mip")
-        if np.isfinite(current_obj) and current_obj > good_enough:
-            current, current_obj = _refill(mip_inst, current, current_obj, mip_cls, backend, options, clock,
-                                           target, min(options.refill_time_limit, remaining()), stats)
+        if np.isfinite(current_obj) and current_obj > good_enough and (warm is None or current_obj != refilled):
+            # (warm: a plan the last refill already started from would give the same MIP again)
+            current, current_obj = _refill(mip_inst, current, current_obj, mip_cls, backend, refill_options, clock,
+                                           target, min(options.refill_time_limit, remaining(), round_cap), stats)
+            refilled = current_obj
             clock.lap("refill")
         pending[:] = False
         if np.isfinite(current_obj) and obligor_broken(current):
             current_obj = np.inf
             continue
+        current, current_obj = polished(current, current_obj)
         if current_obj < best_obj:
             best, best_obj = current, current_obj
+        elif rounds > 1 and warm is not None:
+            # a warm re-solve stops at a round that finds nothing better: a wider one seldom
+            # does, and an analyst waits on it (cold, the next, wider round often gets there)
+            break
         k = max(2 * k, options.neighbourhood_per_route)
     stats["neighbourhood_rounds"] = rounds
     if best_obj > best_lb + abs(best_lb) * options.gap_tolerance and (mip_left <= 1e-3
