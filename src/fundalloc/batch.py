@@ -461,8 +461,11 @@ def _publish(tmp: Path, target: Path) -> None:
 
 
 def _clean_leftovers(outbox: Path, name: str) -> None:
-    for p in outbox.glob(f".{name}.*"):
-        shutil.rmtree(p, ignore_errors=True)
+    # a killed run leaves ``.<day>.partial-*`` and, when killed while the plan's files were being
+    # written into it, the plan writer's own ``..<day>.partial-*.*`` beside it
+    for pattern in (f".{name}.*", f"..{name}.*"):
+        for p in outbox.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def outbox_complete(folder: Path) -> bool:
