@@ -49,7 +49,7 @@ import pandas as pd
 
 from .backends import Basis, SolveOptions, SolveStatus, get_backend
 from .errors import SolverError
-from .evaluate import ENGINE_TOL, evaluate, repair, whole_objective
+from .evaluate import ENGINE_TOL, evaluate, obligor_values, repair, whole_objective
 from .formulation import Problem, RowKind, Units, drop_fixed_columns, formulate
 from .instance import Instance
 from .polish import RowModel, polish
@@ -83,16 +83,16 @@ class PlanOptions:
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
     fractional_time: float = 0.5  # for the MIP over the fractional loans alone (it finds the first incumbent)
     first_round_time: float = 2.0  # for the first round (fractional loans and their neighbours)
-    # a warm re-solve (a what-if) gives each round and refill at most this long, refills at most
-    # this many loans, and polishes between rounds: an analyst waits on it, and the polish does
-    # most of what a longer round would
+    # a warm re-solve (a what-if) gives each round and refill at most this long and refills at
+    # most this many loans: an analyst waits on it, and the polish does most of what a longer
+    # round would
     warm_round_time: float = 1.0
     warm_refill_loans: int = 500
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
     eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
     obligor_rounds: int = 4  # after the whole-loan rounds, MIPs fixing the obligor rows still broken
-    polish: bool = True  # in a warm re-solve, after each whole-loan round short of the target, moves of small loans into the slack
+    polish: bool = True  # after each whole-loan round short of the target, moves of small loans into the slack
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,16 +128,25 @@ class Solved:
 
 
 def _dense(a: np.ndarray) -> tuple[np.ndarray, int]:
-    codes, uniq = pd.factorize(a)
+    codes, uniq = pd.factorize(a, use_na_sentinel=False)  # a missing value is a value of its own
     return np.asarray(codes, dtype=np.int64), len(uniq)
+
+
+def _dense_radix(code: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Dense ids of codes in ``[0, k)``, in ascending order of code: a presence table and its
+    running count, no hashing (several times faster than a factorisation on millions of loans)."""
+    present = np.zeros(k, dtype=bool)
+    present[code] = True
+    remap = np.cumsum(present, dtype=np.int64) - 1
+    return remap[code], int(remap[-1]) + 1
 
 
 def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
     """One dense id per distinct tuple of the key columns (exact, no hashing collisions).
 
     Mixed-radix arithmetic on the key codes, factorised (hashed) only when the radix product
-    would overflow and once at the end: ids in order of first appearance, as one factorisation
-    of the tuples would give.
+    would overflow. The final ids follow the tuples' order when the radix product is small (up
+    to a few times the number of loans: a presence table), their first appearance otherwise.
     """
     code = np.zeros(n, dtype=np.int64)
     k = 1
@@ -146,16 +155,20 @@ def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
         if n and key.dtype.kind in "iu" and key.dtype.itemsize <= 8:
             lo, hi = int(key.min()), int(key.max())
             if hi - lo < 1 << 24:  # small integer codes: an offset, no hashing
-                kc, kn = key.astype(np.int64) - lo, hi - lo + 1
+                kc, kn = np.subtract(key, lo, dtype=np.int64), hi - lo + 1
             else:
                 kc, kn = _dense(key)
         else:
             kc, kn = _dense(key)
         if k * kn >= 1 << 62:
             code, k = _dense(code)
-        code = code * kn + kc
+        # in place: each key costs one pass over the loans, not three
+        np.multiply(code, kn, out=code)
+        code += kc
         k *= kn
-    return _dense(code) if n else (code, 0)
+    if not n:
+        return code, 0
+    return _dense_radix(code, k) if k <= max(4 * n, 1 << 20) else _dense(code)
 
 
 def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
@@ -168,8 +181,12 @@ def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
         bits = np.concatenate([bits, np.zeros((n, pad), dtype=np.uint8)], axis=1)
     words = bits.view(np.uint64)
     keys.extend(words[:, j] for j in range(words.shape[1]))
+    columns: dict[int, np.ndarray] = {}  # a route's eligibility, contiguous: read once per family
     for fam in inst.conc:
-        keys.append(np.where(inst.elig[:, fam.route], fam.member_code(), -1))
+        if fam.route not in columns:
+            columns[fam.route] = np.ascontiguousarray(inst.elig[:, fam.route])
+        member = columns[fam.route] & fam.where
+        keys.append(np.where(member, 0 if fam.per_codes is None else fam.per_codes, -1))
     if inst.obligor_rows:
         keys.append(inst.obligor_slot)
     continuous = list(inst.fields)
@@ -210,9 +227,14 @@ class Dual:
     field_coef: dict[str, np.ndarray]  # field -> R
 
 
-def _eligible_principal(inst: Instance) -> np.ndarray:
-    """Per funder route, the principal of the loans eligible for it (no loans x routes float copy)."""
-    return np.array([inst.principal[inst.elig[:, f]].sum() for f in range(inst.R - 1)])
+def _eligible_principal(inst: Instance, cls: np.ndarray | None = None,
+                        cls_rep: np.ndarray | None = None) -> np.ndarray:
+    """Per funder route, the principal of the loans eligible for it (no loans x routes float
+    copy); from the classes' principal when given (a class's loans share their eligibility)."""
+    if cls is None or cls_rep is None:
+        return np.array([inst.principal[inst.elig[:, f]].sum() for f in range(inst.R - 1)])
+    per_class = np.bincount(cls, weights=inst.principal, minlength=len(cls_rep))
+    return per_class @ inst.elig[cls_rep, :inst.R - 1]
 
 
 def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, x: np.ndarray,
@@ -235,7 +257,7 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, x: np.ndarray,
     hi = prob.col_hi[aux].copy()
     F = R - 1
     if eligible_principal is None:
-        eligible_principal = _eligible_principal(inst)
+        eligible_principal = _eligible_principal(inst, cls, cls_rep)
     hi[:F] = np.minimum(hi[:F], inst.share[:F] * eligible_principal)
     const += float(np.sum(np.minimum(d * prob.col_lo[aux], d * hi)))
 
@@ -388,17 +410,24 @@ def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
 
 
 def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int) -> np.ndarray:
-    """Mask of the ``k`` lowest-cost members of every group (group -1 is ignored)."""
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    bounds = np.r_[0, np.flatnonzero(np.diff(g)) + 1, len(g)]
+    """Mask of the ``k`` lowest-cost members of every group (group -1 is ignored); ties go to
+    the earlier loan, so the choice is reproducible."""
     out = np.zeros(len(group), dtype=bool)
+    members = np.flatnonzero(group >= 0)
+    if len(members) == 0 or k <= 0:
+        return out
+    g = group[members]
+    small = int(g.max()) < (1 << 16) - 1
+    order = np.argsort(g.astype(np.uint16) if small else g, kind="stable")  # radix sort when small
+    g = g[order]
+    bounds = np.r_[0, np.flatnonzero(np.diff(g)) + 1, len(g)]
     for a, b in zip(bounds[:-1], bounds[1:]):
-        if b == a or g[a] < 0:
-            continue
-        idx = order[a:b]
-        if len(idx) > k:  # a stable sort: ties go to the earlier loan, so the choice is reproducible
-            idx = idx[np.argsort(cost[idx], kind="stable")[:k]]
+        idx = members[order[a:b]]  # ascending loan index
+        if len(idx) > k:
+            c = cost[idx]
+            kth = np.partition(c, k - 1)[k - 1]
+            below = idx[c < kth]
+            idx = np.concatenate([below, idx[c == kth][:k - len(below)]])
         out[idx] = True
     return out
 
@@ -611,7 +640,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     clock.lap("aggregate")
 
     best_lb = -np.inf
-    eligible_principal = _eligible_principal(inst)
+    eligible_principal = _eligible_principal(inst, cls, cls_rep)
     timed_out = False
     lp_sol = prob = None
     parent: np.ndarray | None = None
@@ -769,7 +798,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         """The slack whole loans leave in the binding rows, filled by single and paired moves of
         small loans: the subset-sum part of rounding, which branch and bound is slow at."""
         nonlocal row_model
-        if not (options.polish and warm is not None and np.isfinite(obj) and obj > good_enough):
+        if not (options.polish and np.isfinite(obj) and obj > good_enough):
             return plan, obj
         if row_model is None:
             row_model = RowModel.build(full)
@@ -793,12 +822,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                                                np.where(fractional, R, loan_route))
         mip_left -= spent
         alone_failed = not np.isfinite(obj)
-        if alone_failed and warm is not None:
+        if alone_failed:
             # leaving the fractional loans unfunded broke a row: a concentration or a weighted-
-            # average test, which loans outside a segment or beyond a threshold keep. For a
-            # warm re-solve, whose rounds are short, the repair frees the fewest loans that mend
-            # it; those join the fractional loans, and the MIP starts from the repaired plan,
-            # near the LP. (Cold, the wide first round below finds better plans from scratch.)
+            # average test, which loans outside a segment or beyond a threshold keep. The repair
+            # frees the fewest loans that mend it; those join the fractional loans, and the MIP
+            # starts from the repaired plan, near the LP. (A wide first round from scratch, the
+            # alternative, is slow and left the shipped day at a gap of 2.5e-5.)
             unfunded = np.where(fractional, R, loan_route)
             start_plan, _, _ = repair(inst, unfunded)
             trial = np.where(fractional | (start_plan != unfunded), -1, loan_route)
@@ -917,8 +946,8 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
 
 def _broken_obligor(full: Instance, route: np.ndarray) -> np.ndarray:
     """Indices of the obligor rows of ``full`` that ``route`` breaks."""
-    ev = evaluate(full, route)
-    return ev.loc[(ev["kind"] == "obligor") & (ev["excess"] > ENGINE_TOL), "ref"].astype(int).to_numpy()
+    limit = np.array([o.limit for o in full.obligor_rows], dtype=float)
+    return np.flatnonzero(obligor_values(full, route) - limit > ENGINE_TOL)
 
 
 def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, cls: np.ndarray, backend,

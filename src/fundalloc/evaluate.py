@@ -49,9 +49,35 @@ def whole_objective(inst: Instance, route: np.ndarray) -> float:
     return float(cost.sum() + inst.penalty * inst.principal[route == inst.R].sum() + fee.sum())
 
 
+def obligor_values(inst: Instance, route: np.ndarray) -> np.ndarray:
+    """Per obligor row: the borrower's existing exposure plus today's funder amount on the route.
+
+    Only the loans of borrowers with a row are read (a few, on any day), so this is the cheap
+    check the engine runs after every whole-loan round.
+    """
+    R = inst.R
+    rows = inst.obligor_rows
+    out = np.array([o.existing for o in rows], dtype=float)
+    if not rows:
+        return out
+    has = np.flatnonzero(inst.obligor_slot >= 0)
+    r = route[has]
+    funded = r < R
+    has, r = has[funded], r[funded]
+    key = inst.obligor_slot[has] * R + r
+    row_key = np.array([o.slot * R + o.route for o in rows], dtype=np.int64)
+    keys, inverse = np.unique(key, return_inverse=True)
+    used = np.bincount(inverse, weights=inst.share[r] * inst.principal[has], minlength=len(keys))
+    pos = np.minimum(np.searchsorted(keys, row_key), max(len(keys) - 1, 0))
+    hit = (keys[pos] == row_key) if len(keys) else np.zeros(len(rows), dtype=bool)
+    out[hit] += used[pos[hit]]
+    return out
+
+
 def _by_route(route: np.ndarray, R: int) -> list[np.ndarray]:
     """Loan indices on each route (0..R, R = unfunded), from one stable sort."""
-    order = np.argsort(route, kind="stable")
+    # 16-bit keys: numpy's stable sort is then a radix sort, several times faster on big days
+    order = np.argsort(route.astype(np.uint16) if R < (1 << 16) - 1 else route, kind="stable")
     bounds = np.searchsorted(route[order], np.arange(R + 2))
     return [order[bounds[r]:bounds[r + 1]] for r in range(R + 1)]
 
@@ -124,11 +150,9 @@ def evaluate(inst: Instance, route: np.ndarray) -> pd.DataFrame:
             add(f"weighted_average_max:{inst.route_ids[r]}:{t.field}", r, "weighted_average_max",
                 avg, t.max, t.max - avg if tot > 0 else float("nan"), aw - t.max * tot, j)
     if inst.obligor_rows:
-        has = (inst.obligor_slot >= 0) & (route < R)
-        key = inst.obligor_slot[has] * R + route[has]
-        used = pd.Series(funder[has]).groupby(key).sum()
+        values = obligor_values(inst, route)
         for j, o in enumerate(inst.obligor_rows):
-            val = o.existing + float(used.get(o.slot * R + o.route, 0.0))
+            val = float(values[j])
             add(f"obligor:{inst.route_ids[o.route]}:{o.borrower}", o.route, "obligor", val, o.limit,
                 o.limit - val, val - o.limit, j)
     if np.isfinite(inst.platform_capacity):

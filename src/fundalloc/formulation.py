@@ -63,15 +63,20 @@ class Units:
     def build(inst: Instance, loan_unit: np.ndarray, n_units: int, integer: bool = False) -> "Units":
         """Sum loans into units with ``bincount`` (loans with unit -1 are left out)."""
         inside = loan_unit >= 0
-        lu = loan_unit[inside]
-        p = inst.principal[inside]
-        P = np.bincount(lu, weights=p, minlength=n_units)
-        PL = np.bincount(lu, weights=p * inst.life[inside], minlength=n_units)
-        PW = {k: np.bincount(lu, weights=p * v[inside], minlength=n_units) for k, v in inst.fields.items()}
+        # the products principal x life and principal x field are the instance's, computed once
+        weights = {"P": inst.principal, "PL": inst.principal_life, **inst.principal_fields}
+        if inside.all():  # every loan in a unit (the bin LPs): no copies of the loan arrays
+            lu, idx = loan_unit, None
+        else:
+            idx = np.flatnonzero(inside)
+            lu = loan_unit[idx]
+            weights = {k: w[idx] for k, w in weights.items()}
+        sums = {k: np.bincount(lu, weights=w, minlength=n_units) for k, w in weights.items()}
+        P, PL = sums.pop("P"), sums.pop("PL")
+        PW = {k: sums[k] for k in inst.fields}
         count = np.bincount(lu, minlength=n_units)
         rep = np.zeros(n_units, dtype=np.int64)
-        idx = np.flatnonzero(inside)
-        rep[lu[::-1]] = idx[::-1]  # any member will do: members share their class
+        rep[lu[::-1]] = (np.arange(len(lu)) if idx is None else idx)[::-1]  # any member will do: members share their class
         return Units(loan_unit, rep, P, PL, PW, count, np.full(n_units, integer))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,16 @@ class Instance:
     @property
     def funders(self) -> tuple[Funder, ...]:
         return self.terms.funders
+
+    @cached_property
+    def principal_life(self) -> np.ndarray:
+        """``principal * life`` per loan (what a unit sums for its life-weighted costs)."""
+        return self.principal * self.life
+
+    @cached_property
+    def principal_fields(self) -> dict[str, np.ndarray]:
+        """``principal * field`` per loan for every weighted-average field."""
+        return {k: self.principal * v for k, v in self.fields.items()}
 
     def unit_cost(self) -> np.ndarray:
         """Cost per unit of principal for every (loan, route): ``k1 * L + k0`` (n x R)."""

@@ -136,8 +136,12 @@ def validate_originations(df: pd.DataFrame, source: str, numeric_fields: Iterabl
     id_missing = ids.isna().to_numpy() | (ids.str.strip() == "").fillna(True).to_numpy()
     if id_missing.any():
         problems.add(source, _rows(id_missing), "loan_id is empty")
-    # fast path: one hash pass counts distinct ids; the row-level detail only when needed
-    n_distinct = pa.compute.count_distinct(pa.array(ids.array), mode="only_valid").as_py() if len(ids) else 0
+    # fast path: one hash pass counts distinct ids (``unique`` is several times faster than
+    # ``count_distinct`` on millions of strings); the row-level detail only when needed
+    n_distinct = 0
+    if len(ids):
+        distinct = pa.compute.unique(pa.array(ids.array))
+        n_distinct = len(distinct) - distinct.null_count
     dup = np.zeros(len(ids), dtype=bool)
     if n_distinct < int((~id_missing).sum()):
         dup = ids.duplicated(keep=False).to_numpy() & ~id_missing

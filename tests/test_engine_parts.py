@@ -1,0 +1,91 @@
+"""The engine's vectorised helpers against plain reference implementations, on random inputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fundalloc as fa
+from fundalloc.engine import _cheapest_per_group, combine_keys
+from fundalloc.evaluate import obligor_values
+from fundalloc.formulation import Units
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from generate import make_exposures, make_loans, make_portfolio, make_terms  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_combine_keys_gives_one_dense_id_per_distinct_tuple(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    keys = [rng.integers(-3, 4, n), rng.integers(0, 2, n).astype(bool).astype(np.int8),
+            rng.choice(np.array([0.5, 1.5, np.nan]), n), rng.integers(0, 1 << 40, n) % 7 * (1 << 33)]
+    if seed % 2:  # many wide keys: the radix product overflows and is factorised midway
+        keys += [rng.integers(0, 1 << 20, n) for _ in range(5)]
+    ids, k = combine_keys(keys, n)
+    tuples = pd.MultiIndex.from_arrays([pd.Series(x).fillna(-99) for x in keys])
+    ref, uniq = pd.factorize(tuples)
+    assert k == len(uniq) and ids.min() == 0 and ids.max() == k - 1
+    # the same partition: a bijection between the ids and the reference ids
+    pairs = pd.DataFrame({"a": ids, "b": ref}).drop_duplicates()
+    assert len(pairs) == k and pairs["a"].is_unique and pairs["b"].is_unique
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cheapest_per_group_picks_the_k_cheapest_earliest_first(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    group = rng.integers(-1, 6, n)
+    cost = rng.integers(0, 20, n).astype(float)  # many ties
+    k = int(rng.integers(1, 40))
+    got = _cheapest_per_group(group, cost, k)
+    want = np.zeros(n, dtype=bool)
+    for g in np.unique(group[group >= 0]):
+        idx = np.flatnonzero(group == g)
+        want[idx[np.argsort(cost[idx], kind="stable")[:k]]] = True
+    assert np.array_equal(got, want)
+
+
+@pytest.fixture(scope="module")
+def day():
+    loans = make_loans(4000, seed=5)
+    terms = make_terms(4000, seed=5)
+    return fa.load_day(loans, terms, make_portfolio(terms, 5), make_exposures(loans, terms, 5)).instance
+
+
+def test_obligor_values_match_a_groupby_over_every_loan(day):
+    inst = day
+    assert inst.obligor_rows, "the generated day has obligor rows"
+    rng = np.random.default_rng(1)
+    route = rng.integers(0, inst.R + 1, inst.n)
+    got = obligor_values(inst, route)
+    funded = route < inst.R
+    df = pd.DataFrame({"slot": inst.obligor_slot[funded], "route": route[funded],
+                       "amt": inst.share[route[funded]] * inst.principal[funded]})
+    used = df[df["slot"] >= 0].groupby(["slot", "route"])["amt"].sum()
+    want = np.array([o.existing + used.get((o.slot, o.route), 0.0) for o in inst.obligor_rows])
+    assert np.allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_units_sum_their_loans_whether_or_not_every_loan_is_in_one(day):
+    inst = day
+    rng = np.random.default_rng(2)
+    unit = rng.integers(-1, 50, inst.n)
+    for lu in (unit, np.where(unit < 0, 0, unit)):
+        u = Units.build(inst, lu, 50)
+        inside = lu >= 0
+        for j in range(50):
+            m = lu == j
+            assert u.count[j] == m.sum()
+            assert u.P[j] == pytest.approx(inst.principal[m].sum())
+            assert u.PL[j] == pytest.approx((inst.principal * inst.life)[m].sum())
+            for name, v in inst.fields.items():
+                assert u.PW[name][j] == pytest.approx(np.nansum(inst.principal[m] * v[m]), nan_ok=True) \
+                    or np.isnan(u.PW[name][j])
+            if m.any():
+                assert lu[u.rep[j]] == j
+        assert inside.sum() == u.count.sum()
