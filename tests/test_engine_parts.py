@@ -89,3 +89,14 @@ def test_units_sum_their_loans_whether_or_not_every_loan_is_in_one(day):
             if m.any():
                 assert lu[u.rep[j]] == j
         assert inside.sum() == u.count.sum()
+
+
+def test_combine_keys_numbers_ids_by_first_appearance():
+    rng = np.random.default_rng(9)
+    keys = [rng.integers(0, 5, 1000), rng.integers(0, 3, 1000)]
+    ids, k = combine_keys(keys, 1000)
+    ref, _ = pd.factorize(pd.MultiIndex.from_arrays(keys))
+    assert np.array_equal(ids, ref)
+    # composing the same partition from other keys gives the same ids
+    merged, _ = combine_keys([keys[0] * 3 + keys[1]], 1000)
+    assert np.array_equal(merged, ids)

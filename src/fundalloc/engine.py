@@ -40,6 +40,7 @@ How the solve scales with loan *profiles* rather than loans
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -51,7 +52,7 @@ from .backends import Basis, SolveOptions, SolveStatus, get_backend
 from .errors import SolverError
 from .evaluate import ENGINE_TOL, evaluate, obligor_values, repair, whole_objective
 from .formulation import Problem, RowKind, Units, drop_fixed_columns, formulate
-from .instance import Instance
+from .instance import ConcFamily, Instance
 from .polish import RowModel, polish
 
 Progress = Callable[[str], None]
@@ -83,16 +84,16 @@ class PlanOptions:
     mip_round_time: float = 2.0  # for each round's neighbourhood MIP
     fractional_time: float = 0.5  # for the MIP over the fractional loans alone (it finds the first incumbent)
     first_round_time: float = 2.0  # for the first round (fractional loans and their neighbours)
-    # a warm re-solve (a what-if) gives each round and refill at most this long and refills at
-    # most this many loans: an analyst waits on it, and the polish does most of what a longer
-    # round would
+    # a warm re-solve (a what-if) gives each round and refill at most this long, refills at most
+    # this many loans, and polishes between rounds: an analyst waits on it, and the polish does
+    # most of what a longer round would
     warm_round_time: float = 1.0
     warm_refill_loans: int = 500
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
     eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
     obligor_rounds: int = 4  # after the whole-loan rounds, MIPs fixing the obligor rows still broken
-    polish: bool = True  # after each whole-loan round short of the target, moves of small loans into the slack
+    polish: bool = True  # in a warm re-solve, after each whole-loan round short of the target, moves of small loans into the slack
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,20 +134,27 @@ def _dense(a: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _dense_radix(code: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-    """Dense ids of codes in ``[0, k)``, in ascending order of code: a presence table and its
-    running count, no hashing (several times faster than a factorisation on millions of loans)."""
+    """Dense ids of codes in ``[0, k)`` in order of first appearance, as a factorisation gives,
+    from a presence table and its running count: no hashing, several times faster on millions
+    of loans."""
     present = np.zeros(k, dtype=bool)
     present[code] = True
     remap = np.cumsum(present, dtype=np.int64) - 1
-    return remap[code], int(remap[-1]) + 1
+    ids = remap[code]
+    m = int(remap[-1]) + 1
+    first = np.empty(m, dtype=np.int64)
+    first[ids[::-1]] = np.arange(len(ids) - 1, -1, -1)  # the last write per id is its first loan
+    rank = np.empty(m, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(m)
+    return rank[ids], m
 
 
 def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
     """One dense id per distinct tuple of the key columns (exact, no hashing collisions).
 
     Mixed-radix arithmetic on the key codes, factorised (hashed) only when the radix product
-    would overflow. The final ids follow the tuples' order when the radix product is small (up
-    to a few times the number of loans: a presence table), their first appearance otherwise.
+    would overflow; ids in order of first appearance, so they depend only on the partition the
+    keys make and on the order of the loans, not on how the keys are composed.
     """
     code = np.zeros(n, dtype=np.int64)
     k = 1
@@ -181,11 +189,19 @@ def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
         bits = np.concatenate([bits, np.zeros((n, pad), dtype=np.uint8)], axis=1)
     words = bits.view(np.uint64)
     keys.extend(words[:, j] for j in range(words.shape[1]))
-    columns: dict[int, np.ndarray] = {}  # a route's eligibility, contiguous: read once per family
+    # A loan's segment in a family matters only where it is eligible for the family's route. Loans
+    # of one class share their eligibility, so families with the same filter and ``per`` column
+    # (the same limit at several funders) need one key between them: the segment wherever the
+    # loan is eligible for any of their routes. Same partition, a pass per distinct limit.
+    groups: dict[str, tuple[np.ndarray, ConcFamily]] = {}
     for fam in inst.conc:
-        if fam.route not in columns:
-            columns[fam.route] = np.ascontiguousarray(inst.elig[:, fam.route])
-        member = columns[fam.route] & fam.where
+        sig = json.dumps(fam.spec.model_dump(mode="json", include={"where", "per"}), sort_keys=True)
+        if sig in groups:
+            groups[sig][0][:] |= inst.elig[:, fam.route]
+        else:
+            groups[sig] = (np.ascontiguousarray(inst.elig[:, fam.route]), fam)
+    for anywhere, fam in groups.values():
+        member = anywhere & fam.where
         keys.append(np.where(member, 0 if fam.per_codes is None else fam.per_codes, -1))
     if inst.obligor_rows:
         keys.append(inst.obligor_slot)
@@ -798,7 +814,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         """The slack whole loans leave in the binding rows, filled by single and paired moves of
         small loans: the subset-sum part of rounding, which branch and bound is slow at."""
         nonlocal row_model
-        if not (options.polish and np.isfinite(obj) and obj > good_enough):
+        if not (options.polish and warm is not None and np.isfinite(obj) and obj > good_enough):
             return plan, obj
         if row_model is None:
             row_model = RowModel.build(full)
@@ -822,12 +838,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                                                np.where(fractional, R, loan_route))
         mip_left -= spent
         alone_failed = not np.isfinite(obj)
-        if alone_failed:
+        if alone_failed and warm is not None:
             # leaving the fractional loans unfunded broke a row: a concentration or a weighted-
-            # average test, which loans outside a segment or beyond a threshold keep. The repair
-            # frees the fewest loans that mend it; those join the fractional loans, and the MIP
-            # starts from the repaired plan, near the LP. (A wide first round from scratch, the
-            # alternative, is slow and left the shipped day at a gap of 2.5e-5.)
+            # average test, which loans outside a segment or beyond a threshold keep. For a
+            # warm re-solve, whose rounds are short, the repair frees the fewest loans that mend
+            # it; those join the fractional loans, and the MIP starts from the repaired plan,
+            # near the LP. (Cold, the wide first round below finds better plans from scratch.)
             unfunded = np.where(fractional, R, loan_route)
             start_plan, _, _ = repair(inst, unfunded)
             trial = np.where(fractional | (start_plan != unfunded), -1, loan_route)

@@ -28,21 +28,25 @@ def amounts(inst: Instance, route: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return funder, platform, cost
 
 
+def funder_amounts(inst: Instance, route: np.ndarray) -> np.ndarray:
+    """Funder amount per loan (zero when unfunded): one gather, not the three of :func:`amounts`."""
+    return np.append(inst.share, 0.0)[route] * inst.principal
+
+
 def route_totals(inst: Instance, route: np.ndarray) -> np.ndarray:
-    funder, _, _ = amounts(inst, route)
+    funder = funder_amounts(inst, route)
     return np.bincount(route, weights=funder, minlength=inst.R + 1)[: inst.R]
 
 
 def platform_used(inst: Instance, route: np.ndarray) -> float:
     """Platform money: its share of joint loans plus whole loans on the platform route."""
-    funded = route < inst.R
-    r = np.where(funded, route, 0)
-    return float(np.sum(np.where(funded, inst.platform_share[r] * inst.principal, 0.0)))
+    return float(np.dot(np.append(inst.platform_share, 0.0)[route], inst.principal))
 
 
 def whole_objective(inst: Instance, route: np.ndarray) -> float:
     """The plan's objective: funding cost, unfunded principal at the penalty, shortfall fees."""
-    funder, _, cost = amounts(inst, route)
+    funder = funder_amounts(inst, route)
+    cost = np.append(inst.k1, 0.0)[route] * inst.principal_life + np.append(inst.k0, 0.0)[route] * inst.principal
     A = np.bincount(route, weights=funder, minlength=inst.R + 1)[: inst.R - 1]
     shortfall = np.maximum(inst.daily_min[: inst.R - 1] - A, 0.0)
     fee = np.nan_to_num(inst.shortfall_fee[: inst.R - 1]) * shortfall
@@ -86,7 +90,7 @@ def evaluate(inst: Instance, route: np.ndarray) -> pd.DataFrame:
     """Every row's value, limit, slack and excess; each family touches only its route's loans."""
     R = inst.R
     F = R - 1
-    funder, _, _ = amounts(inst, route)
+    funder = funder_amounts(inst, route)
     A = np.bincount(route, weights=funder, minlength=R + 1)[:R]
     on = _by_route(route, R)
     recs: list[dict] = []
@@ -194,9 +198,9 @@ def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL,
         bad = ev[ev["hard"] & (ev["excess"] > tol)]
         if bad.empty:
             return route, moved, ev
-        funder, _, _ = amounts(inst, route)
+        funder = funder_amounts(inst, route)
         obligor = bad[bad["kind"] == "obligor"]
-        if len(obligor) > 1:
+        if len(obligor):
             # obligor rows are independent of each other (disjoint loans): fix them all at once
             has = np.flatnonzero(inst.obligor_slot >= 0)
             for row in obligor.itertuples():
@@ -206,35 +210,42 @@ def repair(inst: Instance, route: np.ndarray, tol: float = ENGINE_TOL,
                 route[pick] = R
                 moved += len(pick)
             continue
-        row = bad.iloc[0]
-        r, kind, need = int(row["route"]), row["kind"], float(row["excess"]) + tol
-        on = route == r
-        if kind in ("daily_max", "facility_headroom"):
-            weight = np.where(on, funder, 0.0)
-        elif kind == "platform_capacity":
-            funded = route < R
-            rr = np.where(funded, route, 0)
-            weight = np.where(funded, inst.platform_share[rr] * inst.principal, 0.0)
-        elif kind == "obligor":
-            o = inst.obligor_rows[int(row["ref"])]
-            weight = np.where(on & (inst.obligor_slot == o.slot), funder, 0.0)
-        elif kind == "concentration":
-            from .engine import _segment_of
-            fam, seg = _segment_of(inst, int(row["ref"]))
-            member = fam.member_code() == (0 if fam.per_codes is None else seg.code)
-            factor = 1.0 if seg.breached else (1.0 - seg.alpha)
-            weight = np.where(on & member, funder * factor, 0.0)
-        elif kind == "weighted_average_min":
-            t = inst.wa[int(row["ref"])]
-            weight = np.where(on, funder * (t.min - np.nan_to_num(inst.fields[t.field])), 0.0)
-        elif kind == "weighted_average_max":
-            t = inst.wa[int(row["ref"])]
-            weight = np.where(on, funder * (np.nan_to_num(inst.fields[t.field]) - t.max), 0.0)
-        else:  # pragma: no cover
-            raise AssertionError(kind)
-        pick = _pick(weight, need)
-        if len(pick) == 0:  # nothing left to move: unfund the whole route
-            pick = np.flatnonzero(on)
-        route[pick] = R
-        moved += len(pick)
+        # one row per route in a round: a route's rows share its loans, so fixing one changes
+        # the others, but routes do not touch each other (unfunding a loan only frees platform
+        # capital), so on a big day this takes a few rounds rather than one per broken row.
+        # The platform row, which spans every route, waits until it is the only one broken
+        rows = bad[bad["kind"] != "platform_capacity"]
+        rows = rows.drop_duplicates("route") if len(rows) else bad.iloc[:1]
+        for row in rows.itertuples():
+            pick = _repair_pick(inst, route, funder, row.route, row.kind, int(row.ref), float(row.excess) + tol)
+            route[pick] = R
+            moved += len(pick)
     raise RuntimeError("repair did not converge")  # pragma: no cover
+
+
+def _repair_pick(inst: Instance, route: np.ndarray, funder: np.ndarray, r: int, kind: str, ref: int,
+                 need: float) -> np.ndarray:
+    """The loans whose unfunding brings one broken row back under its limit."""
+    on = route == r
+    if kind in ("daily_max", "facility_headroom"):
+        weight = np.where(on, funder, 0.0)
+    elif kind == "platform_capacity":
+        weight = np.append(inst.platform_share, 0.0)[route] * inst.principal
+    elif kind == "concentration":
+        from .engine import _segment_of
+        fam, seg = _segment_of(inst, ref)
+        member = fam.member_code() == (0 if fam.per_codes is None else seg.code)
+        factor = 1.0 if seg.breached else (1.0 - seg.alpha)
+        weight = np.where(on & member, funder * factor, 0.0)
+    elif kind == "weighted_average_min":
+        t = inst.wa[ref]
+        weight = np.where(on, funder * (t.min - np.nan_to_num(inst.fields[t.field])), 0.0)
+    elif kind == "weighted_average_max":
+        t = inst.wa[ref]
+        weight = np.where(on, funder * (np.nan_to_num(inst.fields[t.field]) - t.max), 0.0)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    pick = _pick(weight, need)
+    if len(pick) == 0:  # nothing left to move: unfund the whole route
+        pick = np.flatnonzero(on)
+    return pick
