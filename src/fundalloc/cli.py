@@ -276,8 +276,30 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def keep_freed_memory() -> bool:
+    """Let glibc keep the memory the process frees instead of handing every big block back.
+
+    A big day allocates and frees hundreds of arrays the size of the loans. glibc serves each
+    from a fresh ``mmap`` and unmaps it on free, so the next one is faulted in and zeroed by the
+    kernel again: on a 10M-loan plan that was a third of the run, as system time. From the heap,
+    kept between uses, the same blocks are reused. Only the short-lived ``plan`` and ``batch``
+    processes ask for it; elsewhere (no glibc) nothing changes. Returns whether it applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_max, m_trim_threshold = -4, -1  # from malloc.h
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("plan", "batch"):
+        keep_freed_memory()
     handler = {"plan": cmd_plan, "verify": cmd_verify, "serve": cmd_serve, "keys": cmd_keys,
                "batch": cmd_batch}[args.command]
     try:

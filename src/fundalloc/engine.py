@@ -133,6 +133,17 @@ def _dense(a: np.ndarray) -> tuple[np.ndarray, int]:
     return np.asarray(codes, dtype=np.int64), len(uniq)
 
 
+_COUNTDOWN: dict[int, np.ndarray] = {}
+
+
+def _countdown(n: int) -> np.ndarray:
+    """``n-1, ..., 0`` (a view of one cached array per size: big days ask for it often)."""
+    if n not in _COUNTDOWN:
+        _COUNTDOWN.clear()
+        _COUNTDOWN[n] = np.arange(n, dtype=np.int64)
+    return _COUNTDOWN[n][::-1]
+
+
 def _dense_radix(code: np.ndarray, k: int) -> tuple[np.ndarray, int]:
     """Dense ids of codes in ``[0, k)`` in order of first appearance, as a factorisation gives,
     from a presence table and its running count: no hashing, several times faster on millions
@@ -143,7 +154,7 @@ def _dense_radix(code: np.ndarray, k: int) -> tuple[np.ndarray, int]:
     ids = remap[code]
     m = int(remap[-1]) + 1
     first = np.empty(m, dtype=np.int64)
-    first[ids[::-1]] = np.arange(len(ids) - 1, -1, -1)  # the last write per id is its first loan
+    first[ids[::-1]] = _countdown(len(ids))  # the last write per id is its first loan
     rank = np.empty(m, dtype=np.int64)
     rank[np.argsort(first)] = np.arange(m)
     return rank[ids], m
@@ -154,28 +165,35 @@ def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
 
     Mixed-radix arithmetic on the key codes, factorised (hashed) only when the radix product
     would overflow; ids in order of first appearance, so they depend only on the partition the
-    keys make and on the order of the loans, not on how the keys are composed.
+    keys make and on the order of the loans, not on how the keys are composed. On big days every
+    pass over the loans counts: the arithmetic is in place, and a key of small codes starting at
+    zero is used as it is.
     """
-    code = np.zeros(n, dtype=np.int64)
+    if not n:
+        return np.zeros(0, dtype=np.int64), 0
+    code: np.ndarray | None = None
     k = 1
     for key in keys:
         key = np.asarray(key)
-        if n and key.dtype.kind in "iu" and key.dtype.itemsize <= 8:
+        if key.dtype.kind in "iu" and key.dtype.itemsize <= 8:
             lo, hi = int(key.min()), int(key.max())
             if hi - lo < 1 << 24:  # small integer codes: an offset, no hashing
-                kc, kn = np.subtract(key, lo, dtype=np.int64), hi - lo + 1
+                kn = hi - lo + 1
+                kc = key if lo == 0 else np.subtract(key, lo, dtype=np.int64)
             else:
                 kc, kn = _dense(key)
         else:
             kc, kn = _dense(key)
+        if code is None:
+            code, k = np.array(kc, dtype=np.int64), kn  # a copy: the loop works in place
+            continue
         if k * kn >= 1 << 62:
             code, k = _dense(code)
-        # in place: each key costs one pass over the loans, not three
         np.multiply(code, kn, out=code)
         code += kc
         k *= kn
-    if not n:
-        return code, 0
+    if code is None:
+        return np.zeros(n, dtype=np.int64), 1
     return _dense_radix(code, k) if k <= max(4 * n, 1 << 20) else _dense(code)
 
 

@@ -428,29 +428,41 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
     nb = len(buniques)
     has_b = bcodes >= 0
     safe_b = np.where(has_b, bcodes, 0)
-    has_loans = np.bincount(bcodes[has_b], minlength=nb) > 0  # exposure-only borrowers need nothing
+    loans_of = np.bincount(bcodes[has_b], minlength=nb)
+    has_loans = loans_of > 0  # exposure-only borrowers need nothing
     slot_of_borrower = np.full(nb, -1, dtype=np.int64)
     needed: list[tuple[np.ndarray, np.ndarray, float]] = []  # (route, borrowers, existing) per funder
+    # A borrower with one loan today and no exposure cannot break a limit the loan alone fits
+    # in: only the loans of borrowers with several loans, or with an exposure, need a sum. On a
+    # big day those are a few per cent, so each funder costs a pass over them, not over all loans
+    exposed = np.zeros(nb, dtype=bool)
+    if ex_rows:
+        exposed[ex_codes[ex_codes >= 0]] = True
+    watch = np.flatnonzero(has_b & (exposed | (loans_of > 1))[safe_b])
+    wb = bcodes[watch]
+    ex_amount = exposures["outstanding"].to_numpy(dtype="float64") if ex_rows else None
     for r, f in enumerate(funders):
         if f.obligor_limit is None:
             continue
-        e = elig[:, r] & has_b
         existing = np.zeros(nb)
         if ex_rows:
             mine = (exposures["funder_id"] == f.id).to_numpy(dtype=bool)
-            existing = np.bincount(ex_codes[mine], weights=exposures["outstanding"].to_numpy(dtype="float64")[mine],
-                                   minlength=nb)
+            existing = np.bincount(ex_codes[mine], weights=ex_amount[mine], minlength=nb)
         over = has_loans & (existing > f.obligor_limit + 1e-9)
         for b in np.flatnonzero(over)[:1000]:
             breaches.append({"funder_id": f.id, "constraint": f"obligor[{buniques[b]}]", "kind": "obligor",
                              "existing": float(existing[b]), "limit": f.obligor_limit,
                              "action": "closed: no new loans of this borrower go to this funder today"})
         head = f.obligor_limit - existing
-        amount = share[r] * principal
-        fits = amount <= head[safe_b] + 1e-9
-        e &= fits
-        elig[:, r] = e
-        total = np.bincount(safe_b[e], weights=amount[e], minlength=nb)
+        # a loan that alone exceeds its borrower's headroom is not eligible: against the limit
+        # for every loan, against the limit less the exposure for the watched ones
+        column = elig[:, r] & has_b  # (a copy: the matrix is column-major here)
+        column &= share[r] * principal <= f.obligor_limit + 1e-9
+        amount = share[r] * principal[watch]
+        e = column[watch] & (amount <= head[wb] + 1e-9)
+        column[watch] = e
+        elig[:, r] = column
+        total = np.bincount(wb[e], weights=amount[e], minlength=nb)
         binding = np.flatnonzero(has_loans & (total > head + 1e-9))
         needed.append((np.full(len(binding), r), binding, existing[binding], float(f.obligor_limit)))
     borrowers: list[str] = []

@@ -36,6 +36,8 @@ ALLOCATION_COLUMNS = ["loan_id", "funder_id", "funder_amount", "platform_amount"
 
 def _frozen(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
+        if not isinstance(df[c].dtype, np.dtype):
+            continue  # Arrow-backed text: immutable already (and to_numpy would copy it)
         arr = df[c].to_numpy()
         if isinstance(arr, np.ndarray):
             try:
@@ -126,20 +128,27 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
-def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> np.ndarray:
+def _text(codes: np.ndarray, labels: list[str]) -> pd.arrays.ArrowStringArray:
+    """Arrow-backed text column ``labels[codes]``, built in Arrow (no Python string per row)."""
+    dictionary = pa.array(labels, type=pa.string())
+    return pd.arrays.ArrowStringArray(
+        pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), dictionary).cast(pa.string()))
+
+
+def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd.arrays.ArrowStringArray:
     """Why each unfunded loan is unfunded, computed once per distinct eligibility pattern."""
     R = inst.R
-    reason = np.full(inst.n, "", dtype=object)
+    codes = np.zeros(inst.n, dtype=np.int32)  # 0: funded, no reason
     unf = np.flatnonzero(route == R)
     if len(unf) == 0:
-        return reason
+        return _text(codes, [""])
     binding = constraints[constraints["binding"] & constraints["hard"]] if len(constraints) else constraints
     by_route: dict[int, list[str]] = {}
     for r, grp in binding.groupby("route"):
         by_route[int(r)] = list(grp["constraint"])
     el = inst.elig[unf]
     keys, inverse = np.unique(np.packbits(el, axis=1), axis=0, return_inverse=True)
-    texts = []
+    texts = [""]
     for k in range(len(keys)):
         routes = np.flatnonzero(el[np.flatnonzero(inverse.ravel() == k)[0]])
         if len(routes) == 0:
@@ -153,18 +162,18 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> np
                                                     "obligor", "platform"))]
             parts.append(f"{inst.route_ids[r]} ({', '.join(lim) if lim else 'no capacity left at optimum'})")
         texts.append("eligible routes at binding limits: " + "; ".join(parts))
-    reason[unf] = np.array(texts, dtype=object)[inverse.ravel()]
-    return reason
+    codes[unf] = 1 + inverse.ravel()
+    return _text(codes, texts)
 
 
 def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timings: dict[str, float] | None = None) -> Plan:
     R = inst.R
     route = solved.route
     funder_amt, platform_amt, cost = amounts(inst, route)
-    ids = np.array(list(inst.route_ids) + [""], dtype=object)
+    # the text columns stay in Arrow: 10M Python strings each would cost seconds to make and to write
     allocations = pd.DataFrame({
-        "loan_id": inst.loans["loan_id"].astype(str).to_numpy() if inst.n else np.array([], dtype=object),
-        "funder_id": ids[route] if inst.n else np.array([], dtype=object),
+        "loan_id": inst.loans["loan_id"].astype("string[pyarrow]").array,
+        "funder_id": _text(route, list(inst.route_ids) + [""]),
         "funder_amount": funder_amt,
         "platform_amount": platform_amt,
         "cost": cost,
