@@ -94,6 +94,19 @@ def test_sweep_is_monotone_in_platform_capital(day, base):
     assert (table["shadow_price"] <= 1e-9).all()
 
 
+def test_a_sweep_point_is_never_dearer_than_an_earlier_plan_that_holds_there(day, base):
+    # capital rising: every earlier plan (and the base, planned at cap) holds every limit of the
+    # later points, so each point costs at most what the cheapest of them costs
+    cap = day.terms.platform.daily_capacity
+    values = [cap * 0.7, cap * 0.85, cap, cap * 1.1, cap * 1.3]
+    table = fa.sweep(day, "platform.daily_capacity", values, warm=base, **FAST)
+    objective = table["objective"].to_numpy()
+    for j in range(1, len(values)):
+        assert objective[j] <= objective[:j].min() + 1e-6
+        if values[j] >= cap:
+            assert objective[j] <= base.objective + 1e-6
+
+
 def test_shadow_prices_table(base):
     t = fa.shadow_prices(base)
     assert len(t) > 0 and t["binding"].all()

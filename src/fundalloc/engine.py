@@ -108,6 +108,11 @@ class WarmStart:
     shape: tuple[int, int]  # (rows, cols) of the LP the basis belongs to
     route: np.ndarray
     obligor_active: tuple[tuple[str, str], ...] = ()  # (route id, borrower) of the obligor rows in the LP
+    # whole-loan plans of other similar days (a sweep's earlier points, its base): each that holds
+    # every limit of the new day is a candidate incumbent too
+    incumbents: tuple[np.ndarray, ...] = ()
+    objective: float = float("nan")  # of ``route``, and the bound of the solve that made it
+    lower_bound: float = float("nan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -800,11 +805,23 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     best, best_obj = current, np.inf
     # a warm start's whole-loan plan is an incumbent when it still holds every limit of this day;
     # when it is already within the gap tolerance of this day's bound, no MIP is needed at all
-    if warm is not None and warm.route_ids == inst.route_ids and len(warm.route) == n:
-        ev = evaluate(full, warm.route)
-        if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
-            best, best_obj = warm.route, whole_objective(inst, warm.route)
-            stats["warm_objective"] = best_obj
+    if warm is not None and warm.route_ids == inst.route_ids:
+        for candidate in (warm.route, *warm.incumbents):
+            if len(candidate) != n:
+                continue
+            ev = evaluate(full, candidate)
+            if not (ev["hard"] & (ev["excess"] > ENGINE_TOL)).any():
+                obj = whole_objective(inst, candidate)
+                if obj < best_obj:
+                    best, best_obj = candidate, obj
+                    stats["warm_objective"] = best_obj
+    # the same bound and no better plan than the warm start's: the solve that made it already
+    # searched this problem (a what-if that changed a limit that does not bind, the points of a
+    # sweep past where the limit binds), and its rounds would only repeat that search
+    settled = (warm is not None and np.isfinite(warm.objective) and best_obj <= warm.objective + 1e-9
+               and abs(best_lb - warm.lower_bound) <= 1e-12 * max(abs(best_lb), 1.0))
+    if settled:
+        stats["settled_by_warm_start"] = 1
     mip_left = options.mip_time_limit
     # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
     # its rows join the MIP's instance, and the next round places those borrowers' loans again
@@ -845,7 +862,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         return plan, obj
 
     alone_failed = False  # the fractional loans alone could not be placed
-    if fractional.any() and best_obj > good_enough:
+    if fractional.any() and best_obj > good_enough and not settled:
         # (a warm start's plan, when it is not good enough, is no better a start than this)
         # first the fractional loans alone, over every route they are eligible for, every other
         # loan where the split LP put it: a tiny MIP whose plan is often within the tolerance
@@ -897,7 +914,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     refill_options = (replace(options, refill_loans=min(options.refill_loans, options.warm_refill_loans))
                       if warm is not None else options)
     refilled = np.nan  # the objective of the last refill's plan
-    while (best_obj > good_enough and rounds < options.neighbourhood_rounds and mip_left > 1e-3
+    while (best_obj > good_enough and not settled and rounds < options.neighbourhood_rounds and mip_left > 1e-3
            and time.perf_counter() < overall_end):
         # after an obligor fix only those borrowers' loans move (plus the neighbourhood)
         free = loan_split

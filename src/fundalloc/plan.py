@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -251,7 +251,8 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         solver={"name": solved.solver, "version": solved.solver_version},
         timings=timings, allocations=_frozen(allocations), funders=_frozen(funders),
         constraints=_frozen(constraints.drop(columns=["route", "ref"]).reset_index(drop=True)),
-        route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective}, warm=solved.warm,
+        route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective},
+        warm=replace(solved.warm, objective=objective, lower_bound=solved.lower_bound) if solved.warm else None,
     )
 
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -23,6 +23,8 @@ from .instance import compile_instance
 from .plan import Plan
 from .rules import ColumnView
 from .terms import Terms, terms_from_dict
+
+MAX_INCUMBENTS = 8  # earlier plans a sweep point considers as its incumbent (one loan-sized array each)
 
 
 def derive(day: Day, *, funders: dict[str, dict[str, Any]] | None = None,
@@ -163,8 +165,19 @@ def sweep(day: Day, path: str, values: Sequence[Any], *, warm: Plan | None = Non
     price of the swept limit where it is a constraint's limit."""
     rows = []
     head, _, key = path.partition(".")
+    # every plan so far (the base's and the earlier points') is a candidate incumbent for the next
+    # point: on a monotone sweep of a limit each holds at the points on its relaxed side, and one
+    # already within the gap tolerance there spares the whole-loan rounds
+    first = [warm.route_index] if warm is not None and warm.warm is not None else []  # the base, kept
+    earlier: list[np.ndarray] = []
     for v in values:
-        p = plan(_set_path(day, path, v), warm=warm, **options)
+        start = warm
+        if warm is not None and warm.warm is not None and (first or earlier):
+            kept = tuple(first + earlier[-(MAX_INCUMBENTS - len(first)):])
+            start = replace(warm, warm=replace(warm.warm, incumbents=kept))
+        p = plan(_set_path(day, path, v), warm=start, **options)
+        if p.warm is not None:
+            earlier.append(p.route_index)
         c = p.constraints
         kind = {"daily_capacity": "platform_capacity"}.get(key, key)
         funder = day.terms.platform.id if head == "platform" else head
