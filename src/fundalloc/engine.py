@@ -88,6 +88,7 @@ class PlanOptions:
     # this many loans, and polishes between rounds: an analyst waits on it, and the polish does
     # most of what a longer round would
     warm_round_time: float = 1.0
+    warm_fractional_time: float = 0.2
     warm_refill_loans: int = 500
     refill_loans: int = 2000  # at most this many unfunded loans (smallest first) in the refill MIP
     refill_time_limit: float = 2.0
@@ -861,6 +862,9 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             return new, new_obj
         return plan, obj
 
+    # (warm: the MIP over the fractional loans alone seldom improves after its first 0.2 s; its
+    # plan then goes to the polish and the rounds)
+    fractional_time = options.warm_fractional_time if warm is not None else options.fractional_time
     alone_failed = False  # the fractional loans alone could not be placed
     if fractional.any() and best_obj > good_enough and not settled:
         # (a warm start's plan, when it is not good enough, is no better a start than this)
@@ -869,7 +873,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         # already, and otherwise the incumbent the first round starts from
         trial = np.where(fractional, -1, loan_route)
         first, spent, obj = _place_split_loans(inst, trial, cls, inst.elig.copy(), backend, options,
-                                               min(options.fractional_time, mip_left), clock, target,
+                                               min(fractional_time, mip_left), clock, target,
                                                np.where(fractional, R, loan_route))
         mip_left -= spent
         alone_failed = not np.isfinite(obj)
@@ -883,7 +887,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             start_plan, _, _ = repair(inst, unfunded)
             trial = np.where(fractional | (start_plan != unfunded), -1, loan_route)
             first, spent, obj = _place_split_loans(inst, trial, cls, inst.elig.copy(), backend, options,
-                                                   min(options.fractional_time, mip_left), clock, target,
+                                                   min(fractional_time, mip_left), clock, target,
                                                    start_plan)
             mip_left -= spent
             alone_failed = not np.isfinite(obj)
