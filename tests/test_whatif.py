@@ -107,6 +107,25 @@ def test_a_sweep_point_is_never_dearer_than_an_earlier_plan_that_holds_there(day
             assert objective[j] <= base.objective + 1e-6
 
 
+def test_a_warm_resolve_of_an_unchanged_problem_settles_on_the_warm_plan(day, base):
+    # a limit that does not bind, raised: the same LP, and no better plan than the warm one, so
+    # the rounds would only repeat the search that made it
+    c = base.constraints
+    idle = c[(c["kind"] == "daily_max") & (c["shadow_price"] == 0) & (c["slack"] > 0)]
+    assert len(idle), "the generated day has a daily cap that does not bind"
+    funder = idle["funder_id"].iloc[0]
+    limit = float(idle["limit"].iloc[0])
+    again = fa.plan(fa.derive(day, funders={funder: {"daily_max": limit * 1.1}}), warm=base, **FAST)
+    assert again.stats.get("settled_by_warm_start") == 1
+    assert again.stats.get("neighbourhood_rounds", 0) == 0
+    assert again.stats["lp_objective"] == pytest.approx(base.stats["lp_objective"], rel=1e-12)
+    assert again.objective <= base.objective * (1 + 1e-12)
+    # a change that moves the LP is searched again
+    cap = day.terms.platform.daily_capacity
+    tighter = fa.plan(fa.derive(day, platform={"daily_capacity": cap * 0.9}), warm=base, **FAST)
+    assert "settled_by_warm_start" not in tighter.stats
+
+
 def test_shadow_prices_table(base):
     t = fa.shadow_prices(base)
     assert len(t) > 0 and t["binding"].all()

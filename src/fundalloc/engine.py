@@ -112,8 +112,8 @@ class WarmStart:
     # whole-loan plans of other similar days (a sweep's earlier points, its base): each that holds
     # every limit of the new day is a candidate incumbent too
     incumbents: tuple[np.ndarray, ...] = ()
-    objective: float = float("nan")  # of ``route``, and the bound of the solve that made it
-    lower_bound: float = float("nan")
+    objective: float = float("nan")  # of ``route``, and the final LP's objective of the solve that made it
+    lp_objective: float = float("nan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -816,11 +816,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                 if obj < best_obj:
                     best, best_obj = candidate, obj
                     stats["warm_objective"] = best_obj
-    # the same bound and no better plan than the warm start's: the solve that made it already
-    # searched this problem (a what-if that changed a limit that does not bind, the points of a
-    # sweep past where the limit binds), and its rounds would only repeat that search
-    settled = (warm is not None and np.isfinite(warm.objective) and best_obj <= warm.objective + 1e-9
-               and abs(best_lb - warm.lower_bound) <= 1e-12 * max(abs(best_lb), 1.0))
+    # the same LP optimum and no better plan than the warm start's: the solve that made it
+    # already searched this problem (a what-if that changed a limit that does not bind, the
+    # points of a sweep past where the limit binds), and its rounds would only repeat that search
+    settled = (warm is not None and np.isfinite(warm.objective)
+               and best_obj <= warm.objective + 1e-10 * max(abs(warm.objective), 1.0)  # (summation order)
+               and abs(lp_sol.objective - warm.lp_objective) <= 1e-12 * max(abs(warm.lp_objective), 1.0))
     if settled:
         stats["settled_by_warm_start"] = 1
     mip_left = options.mip_time_limit

@@ -252,7 +252,7 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         timings=timings, allocations=_frozen(allocations), funders=_frozen(funders),
         constraints=_frozen(constraints.drop(columns=["route", "ref"]).reset_index(drop=True)),
         route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective},
-        warm=replace(solved.warm, objective=objective, lower_bound=solved.lower_bound) if solved.warm else None,
+        warm=replace(solved.warm, objective=objective, lp_objective=solved.lp_objective) if solved.warm else None,
     )
 
 
