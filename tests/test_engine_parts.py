@@ -91,6 +91,16 @@ def test_units_sum_their_loans_whether_or_not_every_loan_is_in_one(day):
         assert inside.sum() == u.count.sum()
 
 
+def test_combine_keys_takes_unsigned_keys_after_the_first():
+    # eligibility words are uint64; with more than 64 routes the second word is one of them
+    rng = np.random.default_rng(4)
+    keys = [rng.integers(0, 3, 500), rng.integers(0, 4, 500).astype(np.uint64),
+            rng.integers(0, 2, 500).astype(np.uint8)]
+    ids, k = combine_keys(keys, 500)
+    ref, uniq = pd.factorize(pd.MultiIndex.from_arrays(keys))
+    assert k == len(uniq) and np.array_equal(ids, ref)
+
+
 def test_combine_keys_numbers_ids_by_first_appearance():
     rng = np.random.default_rng(9)
     keys = [rng.integers(0, 5, 1000), rng.integers(0, 3, 1000)]

@@ -185,7 +185,8 @@ def combine_keys(keys: list[np.ndarray], n: int) -> tuple[np.ndarray, int]:
             lo, hi = int(key.min()), int(key.max())
             if hi - lo < 1 << 24:  # small integer codes: an offset, no hashing
                 kn = hi - lo + 1
-                kc = key if lo == 0 else np.subtract(key, lo, dtype=np.int64)
+                safe = lo == 0 and np.can_cast(key.dtype, np.int64, "safe")  # (not uint64)
+                kc = key if safe else np.subtract(key, lo, dtype=np.int64)
             else:
                 kc, kn = _dense(key)
         else:
