@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import fundalloc as fa
-from fundalloc.engine import _cheapest_per_group, combine_keys
+from fundalloc.engine import FixedSums, _cheapest_per_group, _restricted, combine_keys, loan_classes, restrict_obligor
 from fundalloc.evaluate import obligor_values
 from fundalloc.formulation import Units
 
@@ -110,3 +110,74 @@ def test_combine_keys_numbers_ids_by_first_appearance():
     # composing the same partition from other keys gives the same ids
     merged, _ = combine_keys([keys[0] * 3 + keys[1]], 1000)
     assert np.array_equal(merged, ids)
+
+
+def _fixed_reference(inst, cls, route):
+    """Sums of the fixed loans of ``route`` by (class, obligor slot, route), with a groupby."""
+    fixed = route >= 0
+    df = pd.DataFrame({"cls": cls[fixed], "slot": inst.obligor_slot[fixed], "route": route[fixed],
+                       "P": inst.principal[fixed], "PL": inst.principal_life[fixed],
+                       **{k: inst.principal_fields[k][fixed] for k in inst.fields}, "count": 1.0})
+    return df.groupby(["cls", "slot", "route"]).sum(min_count=1)
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_fixed_sums_follow_the_plan_and_the_obligor_rows(day, table):
+    """The MIPs' fixed sums, kept up to date as loans move, are freed and obligor rows join,
+    equal a fresh groupby over the fixed loans at every step."""
+    full = day
+    cls, _, _ = loan_classes(full)
+    rng = np.random.default_rng(3)
+    sums = FixedSums(full, cls)
+    sums.fits = table  # the table, or (False) the direct aggregation in ``_restricted``
+    active = np.zeros(len(full.obligor_rows), dtype=bool)
+    plan = rng.integers(0, full.R + 1, full.n)
+    for step in range(6):
+        if step == 3:
+            plan = rng.integers(0, full.R + 1, full.n)  # far from the reference: summed afresh
+        moved = rng.choice(full.n, 60, replace=False)
+        plan[moved] = rng.integers(0, full.R + 1, 60)
+        active[rng.choice(len(active), 3, replace=False)] = True
+        inst = restrict_obligor(full, np.flatnonzero(active))
+        route = plan.copy()
+        route[rng.choice(full.n, 40, replace=False)] = -1
+        want = _fixed_reference(inst, cls, route)
+        if table:
+            rep, on, s = sums.fixed(route, np.flatnonzero(route < 0), inst.obligor_slot)
+            got = pd.DataFrame(s.T, columns=["P", "PL", *inst.fields, "count"])
+            got.index = pd.MultiIndex.from_arrays([cls[rep], inst.obligor_slot[rep], on],
+                                                  names=["cls", "slot", "route"])
+        else:
+            _, _, _, _, units, fixed, fk_n, _ = _restricted(inst, route, sums, None, integer=True)
+            rep = units.rep[:fk_n]
+            got = pd.DataFrame({"P": units.P[:fk_n], "PL": units.PL[:fk_n],
+                                **{k: units.PW[k][:fk_n] for k in inst.fields},
+                                "count": units.count[:fk_n].astype(float)})
+            got.index = pd.MultiIndex.from_arrays([cls[rep], inst.obligor_slot[rep], fixed[:fk_n]],
+                                                  names=["cls", "slot", "route"])
+        assert got.index.is_unique and len(got) == len(want)
+        got = got.loc[want.index]
+        assert np.array_equal(got["count"].to_numpy(), want["count"].to_numpy())
+        for col in ["P", "PL", *inst.fields]:
+            assert np.allclose(got[col], want[col], rtol=1e-9, atol=1e-6, equal_nan=True), col
+
+
+def test_restricted_gives_the_same_problem_from_the_table_and_from_the_loans(day):
+    cls, _, _ = loan_classes(day)
+    rng = np.random.default_rng(8)
+    route = rng.integers(0, day.R + 1, day.n)
+    route[rng.choice(day.n, 30, replace=False)] = -1
+    inst = restrict_obligor(day, np.arange(min(5, len(day.obligor_rows))))
+    out = []
+    for table in (True, False):
+        sums = FixedSums(day, cls)
+        sums.fits = table
+        out.append(_restricted(inst, route, sums, None, integer=True)[1])
+    a, b = out
+    assert a.A.shape == b.A.shape and a.n_cols == b.n_cols
+    assert np.allclose(a.A.toarray(), b.A.toarray())
+    assert np.allclose(a.c, b.c) and np.allclose(a.offset, b.offset)
+    for x, y in ((a.row_lo, b.row_lo), (a.row_hi, b.row_hi)):
+        # the empty assignment rows of the fixed units come in another order; the rest alike
+        m = a.n_units
+        assert np.allclose(x[m:], y[m:], rtol=1e-12, atol=1e-6)

@@ -771,12 +771,14 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     split = T.max(axis=1) < 1 - 1e-9
     loan_split = split[bins]
     loan_route = T.argmax(axis=1)[bins]  # the LP's route per loan (a split bin's loans: its largest share)
-    loan_support = (T[:, :R] > 1e-9)[bins]  # the routes the LP gives each loan's bin
+    bin_support = T[:, :R] > 1e-9  # the routes the LP gives each bin (a loan: its bin's)
+    sums = FixedSums(inst, cls)  # the MIPs' fixed loans, summed per (class, route)
     stats["split_bins"] = int(split.sum())
     if options.split_lp and loan_split.sum() > options.split_window and not timed_out:
         # the split bins' loans one by one: few of them stay fractional
         crash = _split_crash(inst, bins, split, T, units.P, prob, lp_sol.basis)
-        res = _split_lp(inst, loan_route, loan_split, cls, loan_support, backend, remaining(), clock, crash)
+        res = _split_lp(inst, loan_route, loan_split, sums, bin_support[bins[loan_split]], backend, remaining(),
+                        clock, crash)
         clock.lap("lp")
         if res is not None:
             loan_route, loan_split, _ = res  # the support stays the bin's: neighbours may trade into it
@@ -828,11 +830,11 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     mip_left = options.mip_time_limit
     # the MIPs see the active obligor rows only; a plan that breaks another one is no incumbent:
     # its rows join the MIP's instance, and the next round places those borrowers' loans again
-    mip_inst, mip_cls = inst, cls
+    mip_inst = inst
     pending = np.zeros(n, dtype=bool)
 
     def obligor_broken(plan: np.ndarray) -> bool:
-        nonlocal mip_inst, mip_cls, pending
+        nonlocal mip_inst, pending
         if not full.obligor_rows:
             return False
         broken = _broken_obligor(full, plan)
@@ -841,7 +843,6 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         clock.say(f"{len(broken):,} obligor rows broken: placing those borrowers' loans again")
         active[broken] = True
         mip_inst = restrict_obligor(full, np.flatnonzero(active))
-        mip_cls, _ = combine_keys([cls, mip_inst.obligor_slot], n)
         slots = np.unique(np.array([full.obligor_rows[j].slot for j in broken], dtype=np.int64))
         pending = np.isin(full.obligor_slot, slots)
         return True
@@ -874,7 +875,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         # loan where the split LP put it: a tiny MIP whose plan is often within the tolerance
         # already, and otherwise the incumbent the first round starts from
         trial = np.where(fractional, -1, loan_route)
-        first, spent, obj = _place_split_loans(inst, trial, cls, inst.elig.copy(), backend, options,
+        first, spent, obj = _place_split_loans(inst, trial, sums, None, backend, options,
                                                min(fractional_time, mip_left), clock, target,
                                                np.where(fractional, R, loan_route))
         mip_left -= spent
@@ -888,7 +889,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             unfunded = np.where(fractional, R, loan_route)
             start_plan, _, _ = repair(inst, unfunded)
             trial = np.where(fractional | (start_plan != unfunded), -1, loan_route)
-            first, spent, obj = _place_split_loans(inst, trial, cls, inst.elig.copy(), backend, options,
+            first, spent, obj = _place_split_loans(inst, trial, sums, None, backend, options,
                                                    min(fractional_time, mip_left), clock, target,
                                                    start_plan)
             mip_left -= spent
@@ -937,15 +938,18 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             if not cand.any() and rounds:
                 break  # no loan has anywhere else to go: a round would free the same loans again
             route[_cheapest_per_group(np.where(cand, current, -1), pricing.move_cost, k)] = -1
-        allowed = loan_support.copy()
-        allowed[np.arange(n), np.minimum(current, R - 1)] |= current < R
+        # each free loan may take its bin's LP routes, its current one and its two cheapest at
+        # the LP prices (a loan of a borrower placed again: any)
         free_idx = np.flatnonzero(route < 0)
+        allowed = bin_support[bins[free_idx]]
+        on = current[free_idx]
+        allowed[np.arange(len(free_idx)), np.minimum(on, R - 1)] |= on < R
         free_pricing = lagrangian(inst, dual, cls, free_idx)[1]
         for pick in (free_pricing.best, free_pricing.second):
             ok = pick < R
-            allowed[free_idx[ok], pick[ok]] = True
-        allowed[pending] = True
-        allowed &= inst.elig
+            allowed[np.flatnonzero(ok), pick[ok]] = True
+        allowed[pending[free_idx]] = True
+        allowed &= inst.elig[free_idx]
         stats["free_loans"] = int((route < 0).sum())
         if pending.any():
             mip_start = np.where(pending, R, current)
@@ -956,7 +960,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
                 warm.route if reuse else np.where(fractional, R, current))
         budget = min(first_budget if rounds == 0 else options.mip_round_time, mip_left, round_cap,
                      max(0.0, overall_end - time.perf_counter()))
-        new_route, spent, obj = _place_split_loans(mip_inst, route, mip_cls, allowed, backend, options, budget,
+        new_route, spent, obj = _place_split_loans(mip_inst, route, sums, allowed, backend, options, budget,
                                                    clock, target, mip_start)
         mip_left -= spent
         if obj < current_obj or pending.any():
@@ -965,7 +969,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         clock.lap("mip")
         if np.isfinite(current_obj) and current_obj > good_enough and (warm is None or current_obj != refilled):
             # (warm: a plan the last refill already started from would give the same MIP again)
-            current, current_obj = _refill(mip_inst, current, current_obj, mip_cls, backend, refill_options, clock,
+            current, current_obj = _refill(mip_inst, current, current_obj, sums, backend, refill_options, clock,
                                            target, min(options.refill_time_limit, remaining(), round_cap), stats)
             refilled = current_obj
             clock.lap("refill")
@@ -988,7 +992,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     route = best if np.isfinite(best_obj) else current
 
     if full.obligor_rows:
-        route = _enforce_obligor(full, active, route, cls, backend, options, clock, target, stats,
+        route = _enforce_obligor(full, active, route, sums, backend, options, clock, target, stats,
                                  min(options.refill_time_limit, remaining()))
     route, moved, evaluation = repair(full, route)
     stats["repaired_loans"] = moved
@@ -1007,7 +1011,7 @@ def _broken_obligor(full: Instance, route: np.ndarray) -> np.ndarray:
     return np.flatnonzero(obligor_values(full, route) - limit > ENGINE_TOL)
 
 
-def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, cls: np.ndarray, backend,
+def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, sums: FixedSums, backend,
                      options: PlanOptions, clock: Clock, target: float, stats: dict,
                      time_left: float) -> np.ndarray:
     """Place again the loans of every borrower whose obligor row the plan breaks, with the rows.
@@ -1029,9 +1033,8 @@ def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, cls:
         slots = np.unique(np.array([full.obligor_rows[j].slot for j in broken], dtype=np.int64))
         free = np.isin(full.obligor_slot, slots)
         trial = np.where(free, -1, route)
-        sub_cls, _ = combine_keys([cls, sub.obligor_slot], full.n)
         # those loans unfunded is a feasible start: it only lowers every obligor row
-        new_route, _, obj = _place_split_loans(sub, trial, sub_cls, sub.elig.copy(), backend, options,
+        new_route, _, obj = _place_split_loans(sub, trial, sums, None, backend, options,
                                                deadline - time.perf_counter(), clock, target,
                                                np.where(free, full.R, route))
         fixed_rounds += 1
@@ -1044,7 +1047,7 @@ def _enforce_obligor(full: Instance, active: np.ndarray, route: np.ndarray, cls:
     return route
 
 
-def _refill(inst: Instance, current: np.ndarray, current_obj: float, cls: np.ndarray, backend,
+def _refill(inst: Instance, current: np.ndarray, current_obj: float, sums: FixedSums, backend,
             options: PlanOptions, clock: Clock, target: float, time_left: float,
             stats: dict) -> tuple[np.ndarray, float]:
     """Fund what whole loans left unfunded, in the slack they left behind.
@@ -1059,7 +1062,7 @@ def _refill(inst: Instance, current: np.ndarray, current_obj: float, cls: np.nda
     unf = unf[np.argsort(inst.principal[unf], kind="stable")[:options.refill_loans]]
     route = current.copy()
     route[unf] = -1
-    new_route, _, obj = _place_split_loans(inst, route, cls, inst.elig.copy(), backend, options, time_left,
+    new_route, _, obj = _place_split_loans(inst, route, sums, None, backend, options, time_left,
                                            clock, target, current)
     stats["refill_loans"] = stats.get("refill_loans", 0) + len(unf)
     if obj < current_obj - 1e-9:
@@ -1068,33 +1071,156 @@ def _refill(inst: Instance, current: np.ndarray, current_obj: float, cls: np.nda
     return current, current_obj
 
 
-def _restricted(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
+class FixedSums:
+    """What the whole-loan MIPs fix: the loans' sums per (class, route) under a plan.
+
+    Every whole-loan MIP fixes all but a few loans where a plan puts them, aggregated by (class,
+    route). Summing every loan again for each MIP costs more than the MIP on a big day, while
+    between two MIPs the plan changes for a few loans only. So the sums are kept for a reference
+    plan and corrected by the loans that differ from it: fixed loans that moved update the
+    reference, and the free loans are taken out of a copy.
+
+    The loans of a borrower with an obligor row that the classes do not separate (a row made
+    active after the classes were drawn) are kept *apart*: out of the table, aggregated among
+    themselves by (class, obligor slot, route). The table has a column per (class, route); it is
+    used when that is at most one per loan or small anyway (``fits``).
+    """
+
+    def __init__(self, inst: Instance, cls: np.ndarray):
+        self.inst, self.cls = inst, cls
+        n = len(cls)
+        self.ncls = int(cls.max()) + 1 if n else 0
+        self.stride = inst.R + 1
+        self.fits = self.ncls * self.stride <= max(n, 1 << 16)
+        self.plan: np.ndarray | None = None
+        self.table: np.ndarray | None = None  # rows: P, PL, P x each field, count
+        self.apart = np.zeros(0, dtype=np.int64)  # sorted loan indices
+        self.is_apart = np.zeros(n, dtype=bool)
+        self.rep: np.ndarray | None = None  # a loan of each class that is not apart
+
+    def _weights(self) -> list[np.ndarray]:
+        inst = self.inst
+        return [inst.principal, inst.principal_life, *(inst.principal_fields[k] for k in inst.fields)]
+
+    def _add(self, table: np.ndarray, idx: np.ndarray, route: np.ndarray, sign: float,
+             apart_too: bool = False) -> None:
+        """Add (sign +1) or take out (-1) loans ``idx`` on ``route``; loans apart are skipped
+        unless ``apart_too``."""
+        if not apart_too:
+            inside = ~self.is_apart[idx]
+            idx, route = idx[inside], route[inside]
+        key = self.cls[idx] * self.stride + route
+        for row, w in zip(table, self._weights()):
+            np.add.at(row, key, sign * w[idx])
+        np.add.at(table[-1], key, sign)
+
+    def _keep_apart(self, apart: np.ndarray) -> None:
+        if np.array_equal(apart, self.apart):
+            return
+        back = np.setdiff1d(self.apart, apart, assume_unique=True)  # rejoin the table
+        out = np.setdiff1d(apart, self.apart, assume_unique=True)  # leave it
+        if self.table is not None:
+            self._add(self.table, back, self.plan[back], 1.0, apart_too=True)
+            self._add(self.table, out, self.plan[out], -1.0, apart_too=True)
+        self.is_apart[back] = False
+        self.is_apart[out] = True
+        self.apart = apart
+        if self.rep is not None and len(out):
+            # a class whose representative left: another loan of it that is not apart
+            bad = np.unique(self.cls[self.rep[self.is_apart[self.rep]]])
+            if len(bad):
+                cand = np.flatnonzero(np.isin(self.cls, bad) & ~self.is_apart)
+                self.rep[self.cls[cand[::-1]]] = cand[::-1]
+
+    def fixed(self, route: np.ndarray, free_idx: np.ndarray, slot: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed units of ``route`` (-1: free) under obligor slots ``slot``: a representative
+        loan and the route of each, and their sums (rows as in ``table``)."""
+        n = len(route)
+        weights = self._weights()
+        self._keep_apart(np.flatnonzero(slot >= 0) if self.ncls else np.zeros(0, dtype=np.int64))
+        if self.plan is not None and np.count_nonzero((route >= 0) & (route != self.plan)) > n // 8:
+            self.plan = None  # a plan far from the reference: summing afresh is cheaper
+        if self.plan is None:
+            self.plan = np.where(route < 0, self.inst.R, route)  # the free loans: unfunded
+            key = self.cls * self.stride + self.plan
+            K = self.ncls * self.stride
+            self.table = np.empty((len(weights) + 1, K))
+            for row, w in zip(self.table, weights):
+                row[:] = np.bincount(key, weights=w, minlength=K)
+            self.table[-1] = np.bincount(key, minlength=K)
+            self._add(self.table, self.apart, self.plan[self.apart], -1.0, apart_too=True)
+        else:
+            moved = np.flatnonzero((route >= 0) & (route != self.plan))
+            if len(moved):
+                self._add(self.table, moved, self.plan[moved], -1.0)
+                self._add(self.table, moved, route[moved], 1.0)
+                self.plan[moved] = route[moved]
+        if self.rep is None:
+            inside = np.flatnonzero(~self.is_apart)
+            self.rep = np.zeros(self.ncls, dtype=np.int64)
+            self.rep[self.cls[inside[::-1]]] = inside[::-1]
+        sums = self.table.copy()
+        if len(free_idx):
+            self._add(sums, free_idx, self.plan[free_idx], -1.0)
+        keys = np.flatnonzero(sums[-1] > 0.5)  # (counts are whole numbers, exact in float64)
+        rep, on, s = self.rep[keys // self.stride], keys % self.stride, sums[:, keys]
+        a = self.apart[route[self.apart] >= 0]  # the fixed loans apart
+        if len(a):
+            g, ng = combine_keys([self.cls[a], slot[a], route[a]], len(a))
+            first = np.zeros(ng, dtype=np.int64)
+            first[g[::-1]] = a[::-1]
+            sa = np.array([np.bincount(g, weights=w[a], minlength=ng) for w in weights]
+                          + [np.bincount(g, minlength=ng).astype(float)])
+            rep, on, s = np.concatenate([rep, first]), np.concatenate([on, route[first]]), np.hstack([s, sa])
+        return rep, on, s
+
+
+def _restricted(inst: Instance, route: np.ndarray, sums: FixedSums, loan_allowed: np.ndarray | None,
                 integer: bool):
     """The model with free loans (route -1) over their allowed routes, one unit each, and every
     other loan fixed where it is, aggregated by (class, route) and moved into the row bounds.
 
-    Returns the full problem, the small one HiGHS sees, the kept columns, the fixed values, the
-    units, the index of the first free unit and the free loans.
+    ``loan_allowed``: the free loans' allowed routes (one row per free loan, in index order), or
+    None for every route they are eligible for. Returns the full problem, the small one HiGHS
+    sees, the kept columns, the fixed values, the units, the index of the first free unit and the
+    free loans.
     """
     R = inst.R
     n = inst.n
+    cls = sums.cls
     free = route < 0
-    fixed_route = np.where(free, 0, route)
-    fixed_mask = ~free
-    fk_codes, fk_n = combine_keys([cls[fixed_mask], fixed_route[fixed_mask]], int(fixed_mask.sum()))
-    unit = np.empty(n, dtype=np.int64)
-    unit[fixed_mask] = fk_codes
     free_idx = np.flatnonzero(free)
-    unit[free_idx] = fk_n + np.arange(len(free_idx))
+    if sums.fits:
+        rep, fixed_route, s = sums.fixed(route, free_idx, inst.obligor_slot)
+        fk_n = len(rep)
+        rep = np.concatenate([rep, free_idx])
+        one = np.ones(len(free_idx))
+        P = np.concatenate([s[0], inst.principal[free_idx]])
+        PL = np.concatenate([s[1], inst.principal_life[free_idx]])
+        PW = {k: np.concatenate([s[2 + i], inst.principal_fields[k][free_idx]])
+              for i, k in enumerate(inst.fields)}
+        count = np.concatenate([np.rint(s[-1]).astype(np.int64), one.astype(np.int64)])
+        units = Units(None, rep, P, PL, PW, count, np.zeros(len(P), dtype=bool))
+    else:  # more (class, route) pairs than loans: aggregate the fixed loans directly
+        fixed_mask = ~free
+        fixed_of = route[fixed_mask]
+        fk_codes, fk_n = combine_keys([cls[fixed_mask], inst.obligor_slot[fixed_mask], fixed_of],
+                                      int(fixed_mask.sum()))
+        unit = np.empty(n, dtype=np.int64)
+        unit[fixed_mask] = fk_codes
+        unit[free_idx] = fk_n + np.arange(len(free_idx))
+        units = Units.build(inst, unit, fk_n + len(free_idx))
+        fixed_route = np.zeros(fk_n, dtype=np.int64)
+        fixed_route[fk_codes] = fixed_of
     U = fk_n + len(free_idx)
-    units = Units.build(inst, unit, U)
     is_int = np.zeros(U, dtype=bool)
     is_int[fk_n:] = integer
-    units = Units(units.loan_unit, units.rep, units.P, units.PL, units.PW, units.count, is_int)
+    units = replace(units, integer=is_int)
     fixed = np.full(U, -1, dtype=np.int64)
-    fixed[fk_codes] = fixed_route[fixed_mask]
+    fixed[:fk_n] = fixed_route
     allowed = np.ones((U, R), dtype=bool)
-    allowed[fk_n:] = loan_allowed[free_idx]
+    allowed[fk_n:] = inst.elig[free_idx] if loan_allowed is None else loan_allowed
     prob = formulate(inst, units, fixed=fixed, allowed=allowed)
     small, keep, xf = drop_fixed_columns(prob)
     return prob, small, keep, xf, units, fixed, fk_n, free_idx
@@ -1111,7 +1237,7 @@ def _split_crash(inst: Instance, bins: np.ndarray, split: np.ndarray, T: np.ndar
     return loans, on, basis.row[prob.n_units:], basis.col[prob.n_pairs + prob.n_units:]
 
 
-def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarray, support: np.ndarray,
+def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, sums: FixedSums, free_support: np.ndarray,
               backend, time_left: float, clock: Clock, crash=None):
     """The LP over the loans of split bins, one loan per unit, every other loan where it is.
 
@@ -1125,7 +1251,8 @@ def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarr
     """
     R = inst.R
     trial = np.where(free, -1, route)
-    prob, small, keep, xf, units, _, fk_n, free_idx = _restricted(inst, trial, cls, support, integer=False)
+    prob, small, keep, xf, units, _, fk_n, free_idx = _restricted(inst, trial, sums, free_support,
+                                                                  integer=False)
     start = None
     if crash is not None:
         # a starting basis: every loan of a split bin whole on the route its place on the line
@@ -1136,7 +1263,7 @@ def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarr
         m_assign = prob.n_units
         if (prob.n_rows - m_assign == len(coupling_rows) and len(free_idx) == len(loans)
                 and prob.n_cols - prob.n_pairs - prob.n_units == len(aux_cols)):
-            unit_of = units.loan_unit[loans]
+            unit_of = fk_n + np.searchsorted(free_idx, loans)
             basic = np.zeros((prob.n_units, R + 1), dtype=bool)
             basic[unit_of] = on
             col = np.zeros(prob.n_cols, dtype=np.int8)
@@ -1162,7 +1289,7 @@ def _split_lp(inst: Instance, route: np.ndarray, free: np.ndarray, cls: np.ndarr
     return out, frac, float(sol.objective)
 
 
-def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_allowed: np.ndarray,
+def _place_split_loans(inst: Instance, route: np.ndarray, sums: FixedSums, loan_allowed: np.ndarray | None,
                        backend, options: PlanOptions, time_left: float, clock: Clock,
                        target: float, start_route: np.ndarray | None) -> tuple[np.ndarray, float, float]:
     """Whole-loan MIP: free loans (route -1) are binary over their allowed routes; every other
@@ -1173,7 +1300,7 @@ def _place_split_loans(inst: Instance, route: np.ndarray, cls: np.ndarray, loan_
     """
     R = inst.R
     free = route < 0
-    prob, small, keep, xf, units, unit_route, fk_n, free_idx = _restricted(inst, route, cls, loan_allowed,
+    prob, small, keep, xf, units, unit_route, fk_n, free_idx = _restricted(inst, route, sums, loan_allowed,
                                                                            integer=True)
     start = None
     if start_route is not None:

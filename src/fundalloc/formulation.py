@@ -47,7 +47,7 @@ class RowKind(StrEnum):
 class Units:
     """Aggregated loans: per-unit sums and the loan -> unit map."""
 
-    loan_unit: np.ndarray  # n -> unit, -1 for loans outside these units
+    loan_unit: np.ndarray | None  # n -> unit, -1 for loans outside these units (None: not kept)
     rep: np.ndarray  # U: a representative loan of each unit
     P: np.ndarray
     PL: np.ndarray
