@@ -41,7 +41,10 @@ How the solve scales with loan *profiles* rather than loans
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -56,6 +59,10 @@ from .instance import ConcFamily, Instance
 from .polish import RowModel, polish
 
 Progress = Callable[[str], None]
+
+# loan-by-loan pricing of at least this many loans runs on up to WORKERS threads
+PARALLEL_LOANS = 1 << 17
+WORKERS = min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -347,25 +354,27 @@ class Pricing:
 
 
 def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | None = None,
-               chunk: int = 1 << 18) -> tuple[float, Pricing]:
+               chunk: int = 1 << 13) -> tuple[float, Pricing]:
     """Loan-level Lagrangian terms, and each loan's cheapest option and runner-up.
 
     Over the loans ``idx`` (default all): the returned total is ``dual.const`` plus their terms,
     the pricing arrays are indexed like ``idx``. Reduced costs per unit of principal are built as
     one (loans x routes+1) block per chunk: the class part is a gather, life and fields enter as
-    outer products.
+    outer products. Chunks are small enough for a block to stay in cache, and on a big day two
+    threads take them in turn (numpy releases the GIL in each step); the total adds the chunks'
+    terms in order, so it does not depend on the threads.
     """
     R = inst.R
     idx = np.arange(inst.n) if idx is None else idx
     m = len(idx)
-    total = dual.const
     best_route = np.empty(m, dtype=np.int64)
     second_route = np.empty(m, dtype=np.int64)
     move_cost = np.empty(m)
     base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
     life_coef = np.append(dual.life_coef, 0.0)
     fields = [(inst.fields[k], np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
-    for start in range(0, m, chunk):
+
+    def price(start: int) -> float:
         sl = slice(start, min(m, start + chunk))
         loans = idx[sl]
         p = inst.principal[loans]
@@ -376,18 +385,26 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
         rows = np.arange(rc.shape[0])
         arg = rc.argmin(axis=1)
         best = rc[rows, arg]
-        total += float(np.dot(p, best))
         rc[rows, arg] = np.inf
         arg2 = rc.argmin(axis=1)
         second = rc[rows, arg2]
         best_route[sl] = arg
         second_route[sl] = arg2
         move_cost[sl] = (np.minimum(second, inst.penalty) - best) * p
+        return float(np.dot(p, best))
+
+    starts = range(0, m, chunk)
+    if m >= PARALLEL_LOANS and WORKERS > 1:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            terms = list(pool.map(price, starts))
+    else:
+        terms = [price(a) for a in starts]
+    total = dual.const + math.fsum(terms)
     return total, Pricing(best_route, second_route, move_cost)
 
 
 def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb: int,
-              chunk: int = 1 << 18) -> tuple[float, np.ndarray]:
+              chunk: int = 1 << 13) -> tuple[float, np.ndarray]:
     """The same Lagrangian bound as :func:`lagrangian`, and each loan's cheapest option, priced
     per bin wherever a bin's loans provably agree.
 
@@ -450,12 +467,26 @@ def _unit_fractions(prob: Problem, x: np.ndarray, R: int) -> np.ndarray:
     return T
 
 
-def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int) -> np.ndarray:
+def _cheapest_per_group(group: np.ndarray, cost: np.ndarray, k: int, cut: bool = True) -> np.ndarray:
     """Mask of the ``k`` lowest-cost members of every group (group -1 is ignored); ties go to
     the earlier loan, so the choice is reproducible."""
     out = np.zeros(len(group), dtype=bool)
     members = np.flatnonzero(group >= 0)
     if len(members) == 0 or k <= 0:
+        return out
+    if cut and len(members) > 64 * (1 << 10):
+        # on a big day, a sample's k-th lowest cost per group is at least the group's own k-th
+        # lowest: the loans at or below it hold the answer (ties included), and are few
+        g = group[members]
+        sg, sc = g[::32], cost[members[::32]]
+        picked = _cheapest_per_group(sg, sc, k, cut=False)
+        kth = np.full(int(g.max()) + 1, -np.inf)
+        np.maximum.at(kth, sg[picked], sc[picked])
+        counts = np.bincount(sg[picked], minlength=len(kth))
+        kth[counts < k] = np.inf  # a group with fewer than k sampled loans: no cut
+        keep = members[cost[members] <= kth[g]]
+        sub = _cheapest_per_group(group[keep], cost[keep], k, cut=False)
+        out[keep[sub]] = True
         return out
     g = group[members]
     small = int(g.max()) < (1 << 16) - 1
