@@ -102,6 +102,9 @@ class PlanOptions:
     eager_obligor_rows: int = 500  # up to this many obligor rows all go into the LP; beyond, they are lazy
     obligor_rounds: int = 4  # after the whole-loan rounds, MIPs fixing the obligor rows still broken
     polish: bool = True  # in a warm re-solve, after each whole-loan round short of the target, moves of small loans into the slack
+    # from this many loans the whole-loan MIPs take their fixed loans' sums from a table kept up
+    # to date as loans move (``FixedSums``); below, summing the loans per MIP costs milliseconds
+    fixed_table_loans: int = 500_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -803,7 +806,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     loan_split = split[bins]
     loan_route = T.argmax(axis=1)[bins]  # the LP's route per loan (a split bin's loans: its largest share)
     bin_support = T[:, :R] > 1e-9  # the routes the LP gives each bin (a loan: its bin's)
-    sums = FixedSums(inst, cls)  # the MIPs' fixed loans, summed per (class, route)
+    sums = FixedSums(inst, cls, n >= options.fixed_table_loans)  # the MIPs' fixed loans per (class, route)
     stats["split_bins"] = int(split.sum())
     if options.split_lp and loan_split.sum() > options.split_window and not timed_out:
         # the split bins' loans one by one: few of them stay fractional
@@ -1114,15 +1117,16 @@ class FixedSums:
     The loans of a borrower with an obligor row that the classes do not separate (a row made
     active after the classes were drawn) are kept *apart*: out of the table, aggregated among
     themselves by (class, obligor slot, route). The table has a column per (class, route); it is
-    used when that is at most one per loan or small anyway (``fits``).
+    used on big days (``PlanOptions.fixed_table_loans``) when that is at most one per loan or
+    small anyway (``fits``); otherwise ``_restricted`` sums the fixed loans directly.
     """
 
-    def __init__(self, inst: Instance, cls: np.ndarray):
+    def __init__(self, inst: Instance, cls: np.ndarray, table: bool = True):
         self.inst, self.cls = inst, cls
         n = len(cls)
         self.ncls = int(cls.max()) + 1 if n else 0
         self.stride = inst.R + 1
-        self.fits = self.ncls * self.stride <= max(n, 1 << 16)
+        self.fits = table and self.ncls * self.stride <= max(n, 1 << 16)
         self.plan: np.ndarray | None = None
         self.table: np.ndarray | None = None  # rows: P, PL, P x each field, count
         self.apart = np.zeros(0, dtype=np.int64)  # sorted loan indices
