@@ -211,3 +211,20 @@ def test_a_day_planned_with_the_fixed_sums_table_holds_every_limit(tmp_path):
                       files["portfolio"], files["exposures"])
     assert rep.ok, rep.lines()
     assert rep.objective == pytest.approx(plan.objective, rel=1e-9)
+
+
+def test_big_split_bins_are_cut_into_chunks_and_the_plan_holds(tmp_path):
+    """Coarse bins (one refinement) and a low ``max_split_loans``: the split bins' loans go
+    through the chunk LPs before the split LP; the plan passes the verifier and is no better
+    than the bound."""
+    loans = make_loans(4000, seed=6)
+    terms = make_terms(4000, seed=6)
+    day = fa.load_day(loans, terms)
+    plan = fa.plan(day, max_refinements=1, max_split_loans=40, free_unit_size=4, mip_time_limit=3)
+    assert plan.stats.get("cuts", 0) >= 1
+    assert plan.objective >= plan.lower_bound
+    files = write_day(tmp_path / "in", loans, terms)
+    plan.write(tmp_path / "out")
+    rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
+    assert rep.ok, rep.lines()
+    assert rep.objective == pytest.approx(plan.objective, rel=1e-9)

@@ -19,11 +19,13 @@ How the solve scales with loan *profiles* rather than loans
    argmin and the LP is solved again. Bins only ever split, so ``UB`` never rises, and the loop
    ends when ``(UB - LB) / UB`` is below ``lp_tolerance``.
 3. **Whole loans.** A basic solution of the bin LP splits at most as many bins as there are
-   coupling rows, but a split bin may hold thousands of loans. While the split bins hold more
+   coupling rows, but a split bin may hold thousands of loans. When the split bins hold more
    than ``max_split_loans``, each big one is cut where the LP's route fractions put the
    boundaries (its loans laid end to end by principal: one chunk per route and a single loan at
-   each boundary) and the LP re-solved warm (each chunk starts basic on its route). Then one LP
-   takes the split bins' loans one by one, every other bin fixed where it is: the bin LP's
+   each boundary), and a small LP over the chunks alone, every other bin fixed where it is,
+   splits them again (the bin LP's solution, every chunk taking its bin's fractions, is
+   feasible for it); its big split chunks are cut in turn. Then one LP takes the split bins' (or
+   chunks') loans one by one, every other bin fixed where it is: the bin LP's
    solution is feasible for it, so its objective can only fall, and a basic solution leaves
    fractional about as many *loans* as there are binding coupling rows. It starts from the basis
    the same end-to-end layout gives (every loan basic on the route its place falls in, a loan at
@@ -81,7 +83,7 @@ class PlanOptions:
     split_window: int = 8  # loans either side of a split loan (by principal, same uncut bin) also free in the MIP
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
     split_lp: bool = True  # an LP over the split bins' loans one by one before the whole-loan MIP
-    max_split_loans: int = 30000  # no more cuts once the split bins hold this few loans (the split LP takes them one by one)
+    max_split_loans: int = 10000  # no more cuts once the split chunks hold this few loans (the split LP takes them one by one)
     first_neighbourhood: int = 0  # loans per route, cheapest to move, freed with the split loans in the first round
     neighbourhood_per_route: int = 40  # loans per route freed in the second round (then twice as many each round)
     neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
@@ -771,31 +773,7 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
         bins, nb = new_bins, new_nb
     stats.update({"refinements": it, "bins": nb, "lp_gap": float(lp_gap)})
 
-    # cut large split bins until every split bin is small, then fix the whole bins
-    uncut = bins  # the bins before cutting: loans next to a split point in them are alike
-    for _ in range(options.max_cuts):
-        T = _unit_fractions(prob, lp_sol.x, R)
-        split = T.max(axis=1) < 1 - 1e-9
-        big = split & (units.count > options.free_unit_size)
-        if not big.any() or timed_out or units.count[split].sum() <= options.max_split_loans:
-            break
-        clock.say(f"cutting {int(big.sum())} of {int(split.sum())} split bins "
-                  f"({int(units.count[split].sum()):,} loans)")
-        chunk = _cut_at_fractions(inst, bins, big, T, units.P)
-        new_bins, new_nb = combine_keys([bins, chunk], n)
-        parent = np.zeros(new_nb, dtype=np.int64)
-        parent[new_bins] = bins
-        hint = np.full(new_nb, -1, dtype=np.int64)
-        hint[new_bins] = chunk  # a chunk between two boundaries starts basic on its route
-        # chunk ids up to R are routes (the loans between two boundaries); above R, single loans
-        group_route = np.where(hint <= R, hint, -1)
-        new_units = Units.build(inst, new_bins, new_nb)
-        new_prob, sol = solve_lp(new_units, parent, group_route)
-        if sol.x is None or sol.row_dual is None or sol.status == SolveStatus.TIME_LIMIT:
-            timed_out = True  # out of time: the MIP places the last LP's split bins as they are
-            break
-        bins, nb, units, prob, lp_sol = new_bins, new_nb, new_units, new_prob, sol
-        stats["cuts"] = stats.get("cuts", 0) + 1
+    uncut = bins  # loans next to a split point in a bin are alike
     T = _unit_fractions(prob, lp_sol.x, R)
     lp_duals = prob.rows.copy()
     lp_duals["dual"] = lp_sol.row_dual
@@ -808,11 +786,20 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     bin_support = T[:, :R] > 1e-9  # the routes the LP gives each bin (a loan: its bin's)
     sums = FixedSums(inst, cls, n >= options.fixed_table_loans)  # the MIPs' fixed loans per (class, route)
     stats["split_bins"] = int(split.sum())
+    free_support = bin_support[bins[loan_split]]
+    crash = None
     if options.split_lp and loan_split.sum() > options.split_window and not timed_out:
-        # the split bins' loans one by one: few of them stay fractional
         crash = _split_crash(inst, bins, split, T, units.P, prob, lp_sol.basis)
-        res = _split_lp(inst, loan_route, loan_split, sums, bin_support[bins[loan_split]], backend, remaining(),
-                        clock, crash)
+        big = split & (units.count > options.free_unit_size)
+        if big.any() and units.count[split].sum() > options.max_split_loans:
+            # too many loans in split bins to take one by one: cut the big ones into chunks first
+            res = _chunk_lps(inst, bins, big, T, units.P, loan_route, loan_split, bin_support, sums, options,
+                             backend, remaining, clock, stats)
+            if res is not None:
+                loan_route, loan_split, free_support, crash = res
+    if crash is not None:
+        # the split bins' (or chunks') loans one by one: few of them stay fractional
+        res = _split_lp(inst, loan_route, loan_split, sums, free_support, backend, remaining(), clock, crash)
         clock.lap("lp")
         if res is not None:
             loan_route, loan_split, _ = res  # the support stays the bin's: neighbours may trade into it
@@ -1212,30 +1199,37 @@ class FixedSums:
 
 
 def _restricted(inst: Instance, route: np.ndarray, sums: FixedSums, loan_allowed: np.ndarray | None,
-                integer: bool):
-    """The model with free loans (route -1) over their allowed routes, one unit each, and every
-    other loan fixed where it is, aggregated by (class, route) and moved into the row bounds.
+                integer: bool, free_group: np.ndarray | None = None):
+    """The model with free loans (route -1) over their allowed routes, one unit each (or one per
+    ``free_group``: a dense id per free loan, in index order), and every other loan fixed where
+    it is, aggregated by (class, route) and moved into the row bounds.
 
-    ``loan_allowed``: the free loans' allowed routes (one row per free loan, in index order), or
-    None for every route they are eligible for. Returns the full problem, the small one HiGHS
-    sees, the kept columns, the fixed values, the units, the index of the first free unit and the
-    free loans.
+    ``loan_allowed``: the free units' allowed routes (one row each), or None for every route
+    they are eligible for. Returns the full problem, the small one HiGHS sees, the kept columns,
+    the fixed values, the units, the index of the first free unit and the free loans.
     """
     R = inst.R
     n = inst.n
     cls = sums.cls
     free = route < 0
     free_idx = np.flatnonzero(free)
+    group = np.arange(len(free_idx)) if free_group is None else free_group
+    G = len(free_idx) if free_group is None else (int(group.max()) + 1 if len(group) else 0)
     if sums.fits:
         rep, fixed_route, s = sums.fixed(route, free_idx, inst.obligor_slot)
         fk_n = len(rep)
-        rep = np.concatenate([rep, free_idx])
-        one = np.ones(len(free_idx))
-        P = np.concatenate([s[0], inst.principal[free_idx]])
-        PL = np.concatenate([s[1], inst.principal_life[free_idx]])
-        PW = {k: np.concatenate([s[2 + i], inst.principal_fields[k][free_idx]])
+        first = np.zeros(G, dtype=np.int64)
+        first[group[::-1]] = free_idx[::-1]
+
+        def free_sums(w: np.ndarray) -> np.ndarray:
+            return w[free_idx] if free_group is None else np.bincount(group, weights=w[free_idx], minlength=G)
+
+        rep = np.concatenate([rep, first])
+        P = np.concatenate([s[0], free_sums(inst.principal)])
+        PL = np.concatenate([s[1], free_sums(inst.principal_life)])
+        PW = {k: np.concatenate([s[2 + i], free_sums(inst.principal_fields[k])])
               for i, k in enumerate(inst.fields)}
-        count = np.concatenate([np.rint(s[-1]).astype(np.int64), one.astype(np.int64)])
+        count = np.concatenate([np.rint(s[-1]).astype(np.int64), np.bincount(group, minlength=G)])
         units = Units(None, rep, P, PL, PW, count, np.zeros(len(P), dtype=bool))
     else:  # more (class, route) pairs than loans: aggregate the fixed loans directly
         fixed_mask = ~free
@@ -1244,21 +1238,84 @@ def _restricted(inst: Instance, route: np.ndarray, sums: FixedSums, loan_allowed
                                       int(fixed_mask.sum()))
         unit = np.empty(n, dtype=np.int64)
         unit[fixed_mask] = fk_codes
-        unit[free_idx] = fk_n + np.arange(len(free_idx))
-        units = Units.build(inst, unit, fk_n + len(free_idx))
+        unit[free_idx] = fk_n + group
+        units = Units.build(inst, unit, fk_n + G)
         fixed_route = np.zeros(fk_n, dtype=np.int64)
         fixed_route[fk_codes] = fixed_of
-    U = fk_n + len(free_idx)
+    U = fk_n + G
     is_int = np.zeros(U, dtype=bool)
     is_int[fk_n:] = integer
     units = replace(units, integer=is_int)
     fixed = np.full(U, -1, dtype=np.int64)
     fixed[:fk_n] = fixed_route
     allowed = np.ones((U, R), dtype=bool)
-    allowed[fk_n:] = inst.elig[free_idx] if loan_allowed is None else loan_allowed
+    allowed[fk_n:] = inst.elig[units.rep[fk_n:]] if loan_allowed is None else loan_allowed
     prob = formulate(inst, units, fixed=fixed, allowed=allowed)
     small, keep, xf = drop_fixed_columns(prob)
     return prob, small, keep, xf, units, fixed, fk_n, free_idx
+
+
+def _chunk_lps(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray, P: np.ndarray,
+               loan_route: np.ndarray, loan_split: np.ndarray, bin_support: np.ndarray, sums: FixedSums,
+               options: PlanOptions, backend, remaining: Callable[[], float], clock: Clock, stats: dict):
+    """Cut the big split bins into chunks until the split ones hold few loans.
+
+    Each bin in ``big`` is cut where the LP's route fractions fall on its loans laid end to end
+    (:func:`_cut_at_fractions`): a chunk per route and a single loan at each boundary. An LP over
+    the chunks of the split bins (every other bin fixed where the bin LP put it, in the row
+    bounds) is small, and the bin LP's solution is feasible for it (every chunk taking its bin's
+    fractions gives the bin's sums), so its objective can only fall. Its split chunks are cut
+    again while they hold more than ``max_split_loans`` loans. Returns the route per loan, the
+    loans of split chunks, their routes (one row per such loan) and the split LP's crash, or
+    None when an LP does not solve in time.
+    """
+    R = inst.R
+    n = inst.n
+    free = loan_split
+    free_idx = np.flatnonzero(free)
+    chunk = _cut_at_fractions(inst, bins, big, T, P)
+    gid, G = combine_keys([bins[free_idx], chunk[free_idx]], len(free_idx))
+    route = np.where(free, -1, loan_route)
+    for it in range(options.max_cuts + 1):
+        clock.say(f"cutting {int(big.sum())} split bins: an LP over {G:,} chunks of {len(free_idx):,} loans")
+        rep = np.zeros(G, dtype=np.int64)
+        rep[gid[::-1]] = free_idx[::-1]
+        prob, small, keep, xf, units, _, fk_n, _ = _restricted(inst, route, sums, bin_support[bins[rep]],
+                                                                 integer=False, free_group=gid)
+        sol = backend.solve(small, SolveOptions(time_limit=remaining()))
+        stats["simplex_iterations"] += sol.detail.get("iterations", 0)
+        stats["cuts"] = stats.get("cuts", 0) + 1
+        if sol.x is None or sol.status != SolveStatus.OPTIMAL or sol.basis is None:
+            return None
+        x = xf.copy()
+        x[keep] = sol.x
+        Tg = _unit_fractions(prob, x, R)[fk_n:]
+        count = units.count[fk_n:]
+        split_g = Tg.max(axis=1) < 1 - 1e-9
+        big = split_g & (count > options.free_unit_size)
+        if not big.any() or count[split_g].sum() <= options.max_split_loans or it == options.max_cuts:
+            break
+        # the big split chunks, cut again at their own fractions
+        gb = np.full(n, G, dtype=np.int64)  # (G: every loan outside the chunks)
+        gb[free_idx] = gid
+        Pg = np.append(units.P[fk_n:], 1.0)
+        sub = _cut_at_fractions(inst, gb, np.append(big, False), np.vstack([Tg, np.zeros(R + 1)]), Pg)
+        gid, G = combine_keys([gid, sub[free_idx]], len(free_idx))
+    out = loan_route.copy()
+    out[free_idx] = Tg.argmax(axis=1)[gid]
+    loans_split = np.zeros(n, dtype=bool)
+    loans_split[free_idx] = split_g[gid]
+    # the split LP's crash: the split chunks' loans laid end to end; the coupling rows and the
+    # auxiliary columns as this LP left them (they close both problems' column lists)
+    gb = np.full(n, G, dtype=np.int64)
+    gb[free_idx] = gid
+    ext_split, ext_T = np.append(split_g, False), np.vstack([Tg, np.zeros(R + 1)])
+    loans, on = _end_to_end_routes(inst, gb, ext_split, ext_T, np.append(units.P[fk_n:], 1.0))
+    n_aux = prob.n_cols - prob.n_pairs - prob.n_units
+    crash = (loans, on, sol.basis.row[prob.n_units:], sol.basis.col[len(sol.basis.col) - n_aux:])
+    support = (Tg[:, :R] > 1e-9)[gid[split_g[gid]]]
+    clock.lap("lp")
+    return out, loans_split, support, crash
 
 
 def _split_crash(inst: Instance, bins: np.ndarray, split: np.ndarray, T: np.ndarray, P: np.ndarray,
