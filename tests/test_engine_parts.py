@@ -228,3 +228,23 @@ def test_big_split_bins_are_cut_into_chunks_and_the_plan_holds(tmp_path):
     rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
     assert rep.ok, rep.lines()
     assert rep.objective == pytest.approx(plan.objective, rel=1e-9)
+
+
+def test_obligor_rows_ignore_borrowers_without_a_loan_today_and_loans_without_a_borrower():
+    loans = make_loans(4000, seed=5)
+    terms = make_terms(4000, seed=5)
+    exposures = make_exposures(loans, terms, 5)
+    bank = next(f["id"] for f in terms["funders"] if f.get("obligor_limit"))
+    extra = pd.DataFrame([{**exposures.iloc[0].to_dict(), "borrower_id": "NOBODY", "funder_id": bank,
+                           "outstanding": 1e12}])
+    exposures = pd.concat([exposures, extra], ignore_index=True)
+    loans.loc[7, "borrower_id"] = None
+    inst = fa.load_day(loans, terms, None, exposures).instance
+    assert "NOBODY" not in inst.obligor_borrowers
+    assert inst.obligor_slot[7] == -1
+    # the rows that remain are those of a groupby: borrowers whose eligible loans can exceed
+    # the headroom left by their exposure
+    assert all(o.borrower in set(loans["borrower_id"].dropna()) for o in inst.obligor_rows)
+    ex = exposures.groupby(["borrower_id", "funder_id"])["outstanding"].sum()
+    for o in inst.obligor_rows:
+        assert o.existing == pytest.approx(ex.get((o.borrower, inst.route_ids[o.route]), 0.0))

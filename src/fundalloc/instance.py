@@ -9,12 +9,15 @@ bind keep a row of their own.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import Collector, InputError
 from .rules import ColumnView, RuleError
@@ -223,6 +226,32 @@ def compile_instance(
     view = ColumnView(loans)
     pview = ColumnView(portfolio) if portfolio is not None else None
     funders = terms.funders
+    # the borrowers' codes (a hash over every loan's borrower id, the dearest step of a big day's
+    # compilation) on a thread of their own, while the rules are compiled: Arrow releases the GIL
+    borrower_codes: Future | None = None
+    pool = None
+    if any(f.obligor_limit is not None for f in funders) and "borrower_id" in loans.columns:
+        pool = ThreadPoolExecutor(1)
+        borrower_codes = pool.submit(_borrower_codes, loans["borrower_id"])
+    try:
+        return _compile(loans, terms, portfolio, exposures, src, problems, view, pview, borrower_codes, digest)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _borrower_codes(column: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """Dense codes of the borrower ids by first appearance (-1: none), and the ids coded."""
+    ids = pa.chunked_array(pa.array(column.astype("string[pyarrow]"))).combine_chunks()
+    enc = pc.dictionary_encode(ids)  # (one chunk: unifying per-chunk dictionaries is far slower)
+    codes = enc.indices.fill_null(-1) if enc.null_count else enc.indices
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
+
+
+def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, exposures: pd.DataFrame | None,
+             src: dict[str, str], problems: Collector, view: ColumnView, pview: ColumnView | None,
+             borrower_codes: Future | None, digest: str | None) -> Instance:
+    funders = terms.funders
     plat = terms.platform
     R = len(funders) + 1
     n = len(loans)
@@ -346,7 +375,8 @@ def compile_instance(
                     problems.add(src["funders"], f"funders[{f.id}].obligor_limit",
                                  "an obligor limit needs the originations column 'borrower_id'")
         else:
-            slot, borrowers, orows = _obligor(loans, funders, exposures, share, principal, elig, breaches)
+            slot, borrowers, orows = _obligor(borrower_codes.result(), funders, exposures, share, principal,
+                                              elig, breaches)
 
     # --- unfunded penalty ----------------------------------------------------------------------
     if n:
@@ -406,7 +436,7 @@ def _segments(family: int, r: int, f: Funder, c: Concentration, basis: Basis, wh
     return segs
 
 
-def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.DataFrame | None,
+def _obligor(borrower_codes: tuple[np.ndarray, pa.Array], funders: tuple[Funder, ...], exposures: pd.DataFrame | None,
              share: np.ndarray, principal: np.ndarray, elig: np.ndarray,
              breaches: list[dict[str, Any]]) -> tuple[np.ndarray, list[str], list[ObligorRow]]:
     """Pre-reduce obligor limits; return loan slots and the rows that can still bind.
@@ -415,16 +445,15 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
     borrower whose eligible loans all fit needs no row. Only the rest get a row (and a slot, so
     that their loans are never aggregated with another borrower's).
     """
-    n = len(loans)
+    bcodes, buniques = borrower_codes
     ex_rows = exposures is not None and len(exposures) > 0
-    # one factorisation of the loans' and the exposures' borrowers together: the exposures map to
-    # the loans' borrower codes without a hash table over millions of borrowers
-    names = loans["borrower_id"].astype("string[pyarrow]")
+    # the exposures map to the loans' borrower codes (a borrower without a loan today: -1, none
+    # needed) through the day's dictionary, without a hash table over millions of borrowers
+    ex_codes = np.zeros(0, dtype=np.int64)
     if ex_rows:
-        names = pd.concat([names, exposures["borrower_id"].astype("string[pyarrow]")], ignore_index=True)
-    codes, buniques = pd.factorize(names, use_na_sentinel=True)
-    codes = np.asarray(codes, dtype=np.int64)
-    bcodes, ex_codes = codes[:n], codes[n:]
+        ex_names = pa.array(exposures["borrower_id"].astype("string[pyarrow]"))
+        ex_codes = pc.index_in(ex_names, value_set=buniques).fill_null(-1).to_numpy(
+            zero_copy_only=False).astype(np.int64)
     nb = len(buniques)
     has_b = bcodes >= 0
     safe_b = np.where(has_b, bcodes, 0)
@@ -446,11 +475,11 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
             continue
         existing = np.zeros(nb)
         if ex_rows:
-            mine = (exposures["funder_id"] == f.id).to_numpy(dtype=bool)
+            mine = (exposures["funder_id"] == f.id).to_numpy(dtype=bool) & (ex_codes >= 0)
             existing = np.bincount(ex_codes[mine], weights=ex_amount[mine], minlength=nb)
         over = has_loans & (existing > f.obligor_limit + 1e-9)
         for b in np.flatnonzero(over)[:1000]:
-            breaches.append({"funder_id": f.id, "constraint": f"obligor[{buniques[b]}]", "kind": "obligor",
+            breaches.append({"funder_id": f.id, "constraint": f"obligor[{buniques[int(b)].as_py()}]", "kind": "obligor",
                              "existing": float(existing[b]), "limit": f.obligor_limit,
                              "action": "closed: no new loans of this borrower go to this funder today"})
         head = f.obligor_limit - existing
@@ -476,8 +505,8 @@ def _obligor(loans: pd.DataFrame, funders: tuple[Funder, ...], exposures: pd.Dat
         first = np.unique(who, return_index=True)[1]
         slot_borrowers = who[np.sort(first)]
         slot_of_borrower[slot_borrowers] = np.arange(len(slot_borrowers))
-        borrowers = [str(x) for x in np.asarray(buniques.take(slot_borrowers), dtype=object)]
-        names_of = np.asarray(buniques.take(who), dtype=object)
+        borrowers = [str(x) for x in buniques.take(pa.array(slot_borrowers)).to_pylist()]
+        names_of = buniques.take(pa.array(who)).to_pylist()
         rows = [ObligorRow(int(r), str(b), int(sl), float(e), float(li))
                 for r, b, sl, e, li in zip(route, names_of, slot_of_borrower[who], ex_amt, lim)]
     slot = np.where(has_b, slot_of_borrower[np.where(has_b, bcodes, 0)], -1)
