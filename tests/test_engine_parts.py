@@ -248,3 +248,39 @@ def test_obligor_rows_ignore_borrowers_without_a_loan_today_and_loans_without_a_
     ex = exposures.groupby(["borrower_id", "funder_id"])["outstanding"].sum()
     for o in inst.obligor_rows:
         assert o.existing == pytest.approx(ex.get((o.borrower, inst.route_ids[o.route]), 0.0))
+
+
+@pytest.mark.parametrize("pieces", [1, 4])
+def test_cuts_follow_the_lp_fractions_and_the_pieces(pieces):
+    from types import SimpleNamespace
+
+    from fundalloc.engine import _cut_at_fractions
+    rng = np.random.default_rng(pieces)
+    n, nb, R = 3000, 6, 3
+    inst = SimpleNamespace(n=n, principal=rng.integers(1, 50, n).astype(float) * 100)
+    bins = rng.integers(0, nb, n)
+    T = rng.dirichlet(np.ones(R + 1), nb)
+    P = np.bincount(bins, weights=inst.principal, minlength=nb)
+    big = np.arange(nb) % 2 == 0
+    chunk = _cut_at_fractions(inst, bins, big, T, P, pieces)
+    assert (chunk[~big[bins]] == -1).all() and (chunk[big[bins]] >= 0).all()
+    for b in np.flatnonzero(big):
+        idx = np.flatnonzero(bins == b)
+        order = idx[np.lexsort((np.arange(len(idx)), -inst.principal[idx]))]  # largest first, as laid
+        hi = np.cumsum(inst.principal[order]) / P[b]
+        lo = hi - inst.principal[order] / P[b]
+        seg = np.cumsum(T[b])
+        ids = chunk[order]
+        # the chunks are runs along the line; a chunk of several loans lies inside one route's share
+        # of the line and one of the pieces
+        runs = np.r_[True, ids[1:] != ids[:-1]].sum()
+        assert runs == len(np.unique(ids))
+        piece = np.arange(len(order)) * pieces // len(order)
+        for c in np.unique(ids):
+            m = ids == c
+            if m.sum() > 1:
+                assert len(np.unique(piece[m])) == 1
+                first, last = np.flatnonzero(m)[[0, -1]]
+                assert np.searchsorted(seg, lo[first] + 1e-12, side="right") == \
+                    np.searchsorted(seg, hi[last] - 1e-12, side="left")
+        assert len(np.unique(ids)) >= min(pieces, len(order))

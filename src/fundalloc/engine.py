@@ -84,6 +84,10 @@ class PlanOptions:
     max_cuts: int = 12  # LP re-solves cutting split bins (each usually moves the split to fewer loans)
     split_lp: bool = True  # an LP over the split bins' loans one by one before the whole-loan MIP
     max_split_loans: int = 10000  # no more cuts once the split chunks hold this few loans (the split LP takes them one by one)
+    # a cut also splits each big split bin or chunk into this many runs of equal loan count: the
+    # split moves to a smaller chunk each time (5M: 13 chunk LPs leaving 71,516 loans with 1;
+    # 11 leaving 5,921 with 4; one run each)
+    chunk_pieces: int = 4
     first_neighbourhood: int = 0  # loans per route, cheapest to move, freed with the split loans in the first round
     neighbourhood_per_route: int = 40  # loans per route freed in the second round (then twice as many each round)
     neighbourhood_rounds: int = 5  # rounds of the whole-loan MIP, each followed by a refill and freeing 2x more loans
@@ -524,14 +528,15 @@ def _end_to_end(inst: Instance, bins: np.ndarray, big: np.ndarray, P: np.ndarray
 
 
 def _cut_at_fractions(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray,
-                      P: np.ndarray) -> np.ndarray:
+                      P: np.ndarray, pieces: int = 1) -> np.ndarray:
     """Chunk ids that cut each bin in ``big`` where the LP splits it.
 
     The bin's loans, largest first, are laid end to end on [0, 1] by principal, and the LP's
     route fractions of the bin mark boundaries on the same line: the loans between two
     boundaries form one chunk (the LP can keep it whole on that route), and each loan a boundary
     falls inside becomes a chunk of its own. So a bin split over ``s`` routes becomes ``s``
-    chunks and at most ``s - 1`` single loans, and the next LP usually needs no further cut.
+    chunks and at most ``s - 1`` single loans. With ``pieces`` > 1 the line is also cut into
+    that many runs of equal loan count, so that a chunk the next LP splits is smaller.
     Loans outside ``big`` get -1.
     """
     n = inst.n
@@ -544,8 +549,10 @@ def _cut_at_fractions(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.n
     g_lo = (bounds <= lo[:, None] + eps).sum(axis=1)
     g_hi = (bounds < hi[:, None] - eps).sum(axis=1)
     whole = g_lo == g_hi
-    rank = np.arange(len(b)) - np.repeat(starts, np.diff(np.r_[starts, len(b)]))
-    chunk[idx] = np.where(whole, g_lo, T.shape[1] + rank)
+    sizes = np.diff(np.r_[starts, len(b)])
+    rank = np.arange(len(b)) - np.repeat(starts, sizes)
+    piece = rank * pieces // np.repeat(sizes, sizes)  # 0 .. pieces-1 along the line
+    chunk[idx] = np.where(whole, g_lo + T.shape[1] * piece, T.shape[1] * pieces + rank)
     return chunk
 
 
@@ -588,7 +595,7 @@ def _rank_within(group: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 
 def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, parent: np.ndarray,
-                  R: int, count: np.ndarray | None = None, hint: np.ndarray | None = None) -> Basis:
+                  R: int) -> Basis:
     """A starting basis for a refined LP: each child bin takes its parent's statuses.
 
     The first child of a parent keeps the parent's pattern; every other child gets exactly one
@@ -609,12 +616,7 @@ def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, p
     row[U:] = basis.row[old.n_units:]
 
     first = np.zeros(U, dtype=bool)
-    if count is None:
-        _, idx = np.unique(parent, return_index=True)
-    else:  # the smallest child keeps the parent's pattern
-        order = np.lexsort((count, parent))
-        _, pos = np.unique(parent[order], return_index=True)
-        idx = order[pos]
+    _, idx = np.unique(parent, return_index=True)
     first[idx] = True
     extra = ~first
     if extra.any():
@@ -622,8 +624,6 @@ def inherit_basis(old: Problem, basis: Basis, x_old: np.ndarray, new: Problem, p
         T[old.pair_unit, old.pair_route] = x_old[:old.n_pairs]
         T[:, R] = x_old[old.n_pairs:old.n_pairs + old.n_units]
         best = T[parent].argmax(axis=1)  # per new unit
-        if hint is not None:
-            best = np.where(hint >= 0, hint, best)
         sel = extra[pu]
         col[:new.n_pairs][sel] = np.where(pr[sel] == best[pu[sel]], 1, 0)
         ucol = new.n_pairs + np.flatnonzero(extra)
@@ -724,13 +724,12 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
     it = 0
     stats: dict[str, float] = {"classes": ncls, "simplex_iterations": 0}
 
-    def solve_lp(units: Units, parent: np.ndarray | None, hint: np.ndarray | None = None):
+    def solve_lp(units: Units, parent: np.ndarray | None):
         new = formulate(inst, units)
         clock.lap("formulate")
         start = None
         if parent is not None and lp_sol is not None and lp_sol.basis is not None:
-            start = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R,
-                                  units.count if hint is not None else None, hint)
+            start = inherit_basis(prob, lp_sol.basis, lp_sol.x, new, parent, R)
         elif lp_sol is None and reuse and warm.basis is not None and warm.shape == (new.n_rows, new.n_cols):
             start = warm.basis
         sol = backend.solve(new, SolveOptions(time_limit=remaining(), basis=start))
@@ -1273,7 +1272,7 @@ def _chunk_lps(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray,
     n = inst.n
     free = loan_split
     free_idx = np.flatnonzero(free)
-    chunk = _cut_at_fractions(inst, bins, big, T, P)
+    chunk = _cut_at_fractions(inst, bins, big, T, P, options.chunk_pieces)
     gid, G = combine_keys([bins[free_idx], chunk[free_idx]], len(free_idx))
     route = np.where(free, -1, loan_route)
     for it in range(options.max_cuts + 1):
@@ -1299,7 +1298,8 @@ def _chunk_lps(inst: Instance, bins: np.ndarray, big: np.ndarray, T: np.ndarray,
         gb = np.full(n, G, dtype=np.int64)  # (G: every loan outside the chunks)
         gb[free_idx] = gid
         Pg = np.append(units.P[fk_n:], 1.0)
-        sub = _cut_at_fractions(inst, gb, np.append(big, False), np.vstack([Tg, np.zeros(R + 1)]), Pg)
+        sub = _cut_at_fractions(inst, gb, np.append(big, False), np.vstack([Tg, np.zeros(R + 1)]), Pg,
+                                options.chunk_pieces)
         gid, G = combine_keys([gid, sub[free_idx]], len(free_idx))
     out = loan_route.copy()
     out[free_idx] = Tg.argmax(axis=1)[gid]
