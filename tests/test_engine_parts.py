@@ -213,14 +213,16 @@ def test_a_day_planned_with_the_fixed_sums_table_holds_every_limit(tmp_path):
     assert rep.objective == pytest.approx(plan.objective, rel=1e-9)
 
 
-def test_big_split_bins_are_cut_into_chunks_and_the_plan_holds(tmp_path):
+@pytest.mark.parametrize("table", [False, True])
+def test_big_split_bins_are_cut_into_chunks_and_the_plan_holds(tmp_path, table):
     """Coarse bins (one refinement) and a low ``max_split_loans``: the split bins' loans go
     through the chunk LPs before the split LP; the plan passes the verifier and is no better
     than the bound."""
     loans = make_loans(4000, seed=6)
     terms = make_terms(4000, seed=6)
     day = fa.load_day(loans, terms)
-    plan = fa.plan(day, max_refinements=1, max_split_loans=40, free_unit_size=4, mip_time_limit=3)
+    plan = fa.plan(day, max_refinements=1, max_split_loans=40, free_unit_size=4, mip_time_limit=3,
+                   fixed_table_loans=0 if table else 500_000)
     assert plan.stats.get("cuts", 0) >= 1
     assert plan.objective >= plan.lower_bound
     files = write_day(tmp_path / "in", loans, terms)
