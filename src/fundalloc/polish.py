@@ -145,18 +145,21 @@ class _Moves:
 
 
 def _candidates(inst: Instance, rows: RowModel, route: np.ndarray, slack: np.ndarray, movable: np.ndarray,
-                soft: np.ndarray, per_pair: int, spread_rank: int = 20) -> tuple[_Moves, np.ndarray, np.ndarray]:
+                soft: np.ndarray, per_pair: int, order_by_size: np.ndarray,
+                spread_rank: int = 20) -> tuple[_Moves, np.ndarray, np.ndarray]:
     """Candidate moves: per (from, to) pair of routes, the ``per_pair // 2`` smallest loans that
     can make the move and a spread of larger ones, with each move's gain and its change in the
     tight rows (those two moves could fill); whether it fits every other row; the tight rows."""
     R = inst.R
-    order_by_size = np.argsort(inst.principal, kind="stable")
-    found = []
-    reach = np.zeros(rows.m)
+    # the movable loans on each route (index R: unfunded), smallest first
+    by_route = order_by_size[np.argsort(route[order_by_size], kind="stable")]
+    by_route = by_route[movable[by_route]]
+    bounds = np.searchsorted(route[by_route], np.arange(R + 2))
+    picked = []
     for a in range(R + 1):
         if a < R and soft[a]:
             continue
-        on = order_by_size[(route[order_by_size] == a) & movable[order_by_size]]
+        on = by_route[bounds[a]:bounds[a + 1]]
         if len(on) == 0:
             continue
         for b in range(R + 1):
@@ -170,14 +173,29 @@ def _candidates(inst: Instance, rows: RowModel, route: np.ndarray, slack: np.nda
                 spread = cand[half:spread_rank * per_pair]
                 pick = np.linspace(0, len(spread) - 1, per_pair - half).astype(np.int64)
                 cand = np.concatenate([cand[:half], spread[np.unique(pick)]])
-            if len(cand) == 0:
-                continue
-            gain = _loan_cost(inst, cand, np.full(len(cand), a)) - _loan_cost(inst, cand, np.full(len(cand), b))
-            u = rows.union(a, b)
-            delta = rows.delta(a, b, cand)
-            if len(u):
-                np.maximum.at(reach, u, np.abs(delta).max(axis=1))
-            found.append((cand, b, gain, u, delta))
+            if len(cand):
+                picked.append((a, b, cand))
+    # each route's row coefficients once, for every loan that may move onto it or off it
+    pool: list[list[np.ndarray]] = [[] for _ in range(R)]
+    for a, b, cand in picked:
+        for r in (a, b):
+            if r < R:
+                pool[r].append(cand)
+    pools = [np.unique(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in pool]
+    coefs = [rows.coef(r, pools[r]) if len(pools[r]) and len(rows.route_rows[r]) else None
+             for r in range(R)]
+    found = []
+    reach = np.zeros(rows.m)
+    for a, b, cand in picked:
+        gain = _loan_cost(inst, cand, np.full(len(cand), a)) - _loan_cost(inst, cand, np.full(len(cand), b))
+        u = rows.union(a, b)
+        delta = np.zeros((len(u), len(cand)))
+        for r, sign in ((a, -1.0), (b, 1.0)):
+            if r < R and coefs[r] is not None:
+                delta[np.searchsorted(u, rows.route_rows[r])] += sign * coefs[r][:, np.searchsorted(pools[r], cand)]
+        if len(u):
+            np.maximum.at(reach, u, np.abs(delta).max(axis=1))
+        found.append((cand, b, gain, u, delta))
     tight = np.flatnonzero(slack < 2 * reach)
     pos = np.full(rows.m, -1, dtype=np.int64)
     pos[tight] = np.arange(len(tight))
@@ -219,8 +237,9 @@ def polish(inst: Instance, route: np.ndarray, rows: RowModel | None = None, max_
     soft = inst.daily_min[:R] > 0
     moved_total = 0
     tol = ENGINE_TOL / 10
+    order_by_size = np.argsort(inst.principal, kind="stable")
     for _ in range(max_passes):
-        mv, loose_ok, tight = _candidates(inst, rows, route, slack, movable, soft, per_pair)
+        mv, loose_ok, tight = _candidates(inst, rows, route, slack, movable, soft, per_pair, order_by_size)
         if len(mv.loan) == 0:
             break
         st = slack[tight].copy()
