@@ -804,6 +804,10 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             loan_route, loan_split, _ = res  # the support stays the bin's: neighbours may trade into it
     fractional = loan_split  # the start of the first MIP leaves only these unfunded
     lp_route = loan_route
+    # the LP leaves loans unfunded that some funder could take: money is short, the unfunded
+    # penalty prices the binding rows, and each unit of slack whole loans leave in them costs
+    # much; a warm re-solve then polishes the first MIP's plan before the rounds
+    short = bool(((lp_route == R) & ~fractional & inst.elig.any(axis=1)).any())
     if options.split_window and loan_split.any():
         # the loans next to a fractional one by principal in the same bin are alike: free too,
         # so whole loans can trade
@@ -920,7 +924,10 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             if obligor_broken(current):
                 current_obj = np.inf
             else:
-                current, current_obj = polished(current, current_obj)
+                if short:
+                    # (only then: otherwise the first round's MIP, which starts from this plan,
+                    # does what the polish would; see the README on the what-if suite)
+                    current, current_obj = polished(current, current_obj)
                 if current_obj < best_obj:
                     best, best_obj = current, current_obj
     k = options.first_neighbourhood  # the first round frees the loans of split bins and a few more
@@ -1006,6 +1013,8 @@ def _solve(inst: Instance, full: Instance, options: PlanOptions, progress: Progr
             break
         k = max(2 * k, options.neighbourhood_per_route)
     stats["neighbourhood_rounds"] = rounds
+    if rounds == 0 and not settled and np.isfinite(best_obj):
+        best, best_obj = polished(best, best_obj)
     if best_obj > best_lb + abs(best_lb) * options.gap_tolerance and (mip_left <= 1e-3
                                                                       or time.perf_counter() >= overall_end):
         mip_status = SolveStatus.TIME_LIMIT
