@@ -37,7 +37,7 @@ from month import SPIKE, write_month  # noqa: E402
 from fundalloc.api import load_day  # noqa: E402
 from fundalloc.batch import (BatchOptions, Inbox, day_positions, day_terms, delta_from_plan, fold, pace,  # noqa: E402
                              run_day)
-from fundalloc.engine import PlanOptions  # noqa: E402
+from fundalloc.solve import PlanOptions  # noqa: E402
 from fundalloc.evaluate import amounts, evaluate  # noqa: E402
 from fundalloc.greedy import greedy_route  # noqa: E402
 from fundalloc.io import read_exposures, read_portfolio  # noqa: E402

@@ -11,7 +11,7 @@ import pandas as pd
 pd.set_option("display.width", 140)
 DAY = "../fixtures/day100k"
 day = fa.load_day(f"{DAY}/originations.parquet", f"{DAY}/funders.yaml", f"{DAY}/portfolio.csv", f"{DAY}/exposures.csv")
-FAST = dict(mip_time_limit=3)  # an analyst's setting: whole-loan search capped at 3 s per plan"""
+FAST = dict(work_limit=20_000_000)  # an analyst's setting: a smaller whole-loan search budget (counted in work, not seconds)"""
 
 NOTEBOOKS = {
     "01_daily_plan": [

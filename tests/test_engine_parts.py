@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 import fundalloc as fa
-from fundalloc.engine import FixedSums, _cheapest_per_group, _restricted, combine_keys, loan_classes, restrict_obligor
+from fundalloc.solve.classes import combine_keys, loan_classes
+from fundalloc.solve.obligor import restrict_obligor
+from fundalloc.solve.restricted import FixedSums, restricted
 from fundalloc.evaluate import obligor_values
 from fundalloc.formulation import Units
 
@@ -35,25 +37,6 @@ def test_combine_keys_gives_one_dense_id_per_distinct_tuple(seed):
     # the same partition: a bijection between the ids and the reference ids
     pairs = pd.DataFrame({"a": ids, "b": ref}).drop_duplicates()
     assert len(pairs) == k and pairs["a"].is_unique and pairs["b"].is_unique
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_cheapest_per_group_picks_the_k_cheapest_earliest_first(seed):
-    rng = np.random.default_rng(seed)
-    # (past 65,536 members a sample's thresholds cut the loans first)
-    n = int(rng.integers(1, 3000)) if seed < 6 else 200_000
-    group = rng.integers(-1, 6, n)
-    cost = rng.integers(0, 20, n).astype(float)  # many ties
-    if seed == 7:  # distinct costs, and a rare group that the sample sees fewer than k times
-        cost = rng.random(n)
-        group[rng.random(n) < 2e-4] = 6
-    k = int(rng.integers(1, 40))
-    got = _cheapest_per_group(group, cost, k)
-    want = np.zeros(n, dtype=bool)
-    for g in np.unique(group[group >= 0]):
-        idx = np.flatnonzero(group == g)
-        want[idx[np.argsort(cost[idx], kind="stable")[:k]]] = True
-    assert np.array_equal(got, want)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +137,7 @@ def test_fixed_sums_follow_the_plan_and_the_obligor_rows(day, table):
             got.index = pd.MultiIndex.from_arrays([cls[rep], inst.obligor_slot[rep], on],
                                                   names=["cls", "slot", "route"])
         else:
-            _, _, _, _, units, fixed, fk_n, _ = _restricted(inst, route, sums, None, integer=True)
+            _, _, _, _, units, fixed, fk_n, _ = restricted(inst, route, sums, None, integer=True)
             rep = units.rep[:fk_n]
             got = pd.DataFrame({"P": units.P[:fk_n], "PL": units.PL[:fk_n],
                                 **{k: units.PW[k][:fk_n] for k in inst.fields},
@@ -178,7 +161,7 @@ def test_restricted_gives_the_same_problem_from_the_table_and_from_the_loans(day
     for table in (True, False):
         sums = FixedSums(day, cls)
         sums.fits = table
-        out.append(_restricted(inst, route, sums, None, integer=True)[1])
+        out.append(restricted(inst, route, sums, None, integer=True)[1])
     a, b = out
     assert a.A.shape == b.A.shape and a.n_cols == b.n_cols
     assert np.allclose(a.A.toarray(), b.A.toarray())
@@ -199,9 +182,9 @@ def test_a_day_planned_with_the_fixed_sums_table_holds_every_limit(tmp_path):
             f["obligor_limit"] = 2500.0  # tight: the whole-loan plans break rows, which join later
     portfolio, exposures = make_portfolio(terms, 5), make_exposures(loans, terms, 5)
     day = fa.load_day(loans, terms, portfolio, exposures)
-    plan = fa.plan(day, fixed_table_loans=0, eager_obligor_rows=0, mip_time_limit=3)
+    plan = fa.plan(day, fixed_table_loans=0, eager_obligor_rows=0)
     assert plan.stats["obligor_rows"] > 0  # rows joined after the classes were drawn
-    direct = fa.plan(day, eager_obligor_rows=0, mip_time_limit=3)
+    direct = fa.plan(day, eager_obligor_rows=0)
     assert plan.lower_bound == pytest.approx(direct.lower_bound, rel=1e-9)  # (the LP is the same)
     assert plan.objective >= plan.lower_bound
     assert sorted(plan.allocations["loan_id"]) == sorted(loans["loan_id"])
@@ -221,7 +204,7 @@ def test_big_split_bins_are_cut_into_chunks_and_the_plan_holds(tmp_path, table):
     loans = make_loans(4000, seed=6)
     terms = make_terms(4000, seed=6)
     day = fa.load_day(loans, terms)
-    plan = fa.plan(day, max_refinements=1, max_split_loans=40, free_unit_size=4, mip_time_limit=3,
+    plan = fa.plan(day, max_refinements=1, max_split_loans=40, free_unit_size=4,
                    fixed_table_loans=0 if table else 500_000)
     assert plan.stats.get("cuts", 0) >= 1
     assert plan.objective >= plan.lower_bound
@@ -256,7 +239,7 @@ def test_obligor_rows_ignore_borrowers_without_a_loan_today_and_loans_without_a_
 def test_cuts_follow_the_lp_fractions_and_the_pieces(pieces):
     from types import SimpleNamespace
 
-    from fundalloc.engine import _cut_at_fractions
+    from fundalloc.solve.split import _cut_at_fractions
     rng = np.random.default_rng(pieces)
     n, nb, R = 3000, 6, 3
     inst = SimpleNamespace(n=n, principal=rng.integers(1, 50, n).astype(float) * 100)

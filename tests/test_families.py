@@ -8,7 +8,7 @@ import pytest
 
 import fundalloc as fa
 from fundalloc.backends import SolveOptions, get_backend
-from fundalloc.engine import loan_classes
+from fundalloc.solve.classes import loan_classes
 from fundalloc.formulation import RowKind, Units, formulate
 
 
@@ -158,7 +158,7 @@ def test_lagrangian_bound_equals_the_loan_by_loan_lp(tmp_path):
     loans = make_loans(3000, seed=3)
     terms = make_terms(3000, seed=3)
     d = fa.load_day(loans, terms, make_portfolio(terms, 3), make_exposures(loans, terms, 3))
-    plan = fa.plan(d, mip_time_limit=3, lp_tolerance=1e-9)
+    plan = fa.plan(d, lp_tolerance=1e-9)
     inst, units, prob = loan_level(d)
     lp = get_backend("highs").solve(prob, SolveOptions())
     # the bound is valid, and tight: refined to 1e-9, the bins reach the loan-level LP optimum
@@ -182,13 +182,20 @@ def test_classes_group_interchangeable_loans_only():
     assert "score" not in cont  # no weighted-average test reads it here
 
 
-def test_a_time_limit_returns_a_feasible_plan_with_an_honest_status(tmp_path):
+@pytest.mark.parametrize("stop", ["work", "clock"])
+def test_a_stopped_search_returns_a_feasible_plan_with_an_honest_status(tmp_path, stop):
+    """No work budget: the LP's rounding, labelled by its gap. A time limit already past when the
+    first LP ends (the safety stop): labelled ``time_limit``, whatever the machine's speed."""
     from generate import make_loans, make_terms
     from conftest import write_day
     from fundalloc.verify import verify_plan
     loans, terms = make_loans(2000, seed=5), make_terms(2000, seed=5)
-    plan = fa.plan(loans, terms, mip_time_limit=0.0)
-    assert plan.status == fa.PlanStatus.TIME_LIMIT
+    plan = fa.plan(loans, terms, **({"work_limit": 0} if stop == "work" else {"time_limit": 1e-4}))
+    if stop == "clock":
+        assert plan.status == fa.PlanStatus.TIME_LIMIT
+    else:
+        want = fa.PlanStatus.OPTIMAL if plan.gap <= 1e-5 else fa.PlanStatus.FEASIBLE
+        assert plan.status == want
     files = write_day(tmp_path / "in", loans, terms)
     plan.write(tmp_path / "out")
     rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")

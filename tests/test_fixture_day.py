@@ -38,7 +38,7 @@ def test_writes_the_four_files(planned):
         assert k in summary
     assert summary["solver"]["name"] == "highs" and summary["solver"]["version"]
     assert summary["inputs_digest"].startswith("sha256:")
-    assert {"lp", "mip", "read_validate", "write"} <= set(summary["timings"])
+    assert {"lp", "rounding", "read_validate", "write"} <= set(summary["timings"])
 
 
 def test_verifier_finds_no_violation_and_the_same_objective(planned, capsys):

@@ -54,7 +54,7 @@ def test_lendingclub_day_plans_verifies_and_is_near_optimal(tmp_path):
     vol = float(loans["principal"].sum())
     terms = us_funders(vol)
     files = write_day(tmp_path / "in", loans, terms)
-    plan = fa.plan(files["originations"], files["funders"], mip_time_limit=10)
+    plan = fa.plan(files["originations"], files["funders"])
     plan.write(tmp_path / "out")
     rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
     assert rep.ok, rep.lines()
@@ -91,7 +91,7 @@ def test_prosper_grades_aa_to_hr_and_missing_states(tmp_path):
         ],
     }
     files = write_day(tmp_path / "in", loans, terms)
-    plan = fa.plan(files["originations"], files["funders"], mip_time_limit=10)
+    plan = fa.plan(files["originations"], files["funders"])
     plan.write(tmp_path / "out")
     rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
     assert rep.ok, rep.lines()

@@ -1,7 +1,7 @@
 """fundalloc: multi-lender funding allocation with whole-loan plans, LP bounds and shadow prices."""
 
 from .api import Day, load_day, plan
-from .engine import PlanOptions
+from .solve import PlanOptions
 from .errors import FundallocError, InputError, SolverError, VerificationError
 from .plan import Plan, PlanStatus
 from .terms import Terms, load_terms

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from .engine import PlanOptions, solve_instance
+from .solve import PlanOptions, solve_instance
 from .errors import InputError, Problem
 from .instance import Instance, compile_instance, file_digest
 from .io import (read_exposures, read_originations, read_portfolio, validate_exposures,
@@ -135,12 +135,16 @@ def plan(day: Day | PathLike | pd.DataFrame, funders: Terms | dict | PathLike | 
         day = load_day(day, funders, portfolio, exposures)
     opts = options or PlanOptions()
     if option_overrides:
-        opts = PlanOptions(**{**opts.__dict__, **option_overrides})
+        known = set(PlanOptions.__dataclass_fields__)
+        unknown = sorted(set(option_overrides) - known)
+        if unknown:
+            raise InputError([Problem("options", name, f"unknown plan option; expected one of {', '.join(sorted(known))}")
+                              for name in unknown])
+        opts = replace(opts, **option_overrides)
     t0 = time.perf_counter()
     solved = solve_instance(day.instance, opts, progress, warm.warm if warm is not None else None)
     t1 = time.perf_counter()
-    result = build_plan(day.instance, solved, opts.gap_tolerance,
-                        {k: round(v, 4) for k, v in day.timings.items()})
+    result = build_plan(day.instance, solved, {k: round(v, 4) for k, v in day.timings.items()})
     result.timings["report"] = round(time.perf_counter() - t1, 4)
     result.timings["solve_total"] = round(t1 - t0, 4)
     return result

@@ -44,10 +44,11 @@ import numpy as np
 import pandas as pd
 
 from .api import load_day, plan as plan_day
-from .engine import PlanOptions
+from .solve import PlanOptions
 from .errors import FundallocError, InputError, Problem
 from .io import read_exposures, read_originations, read_portfolio
-from .plan import Plan, write_csv
+from .io import write_csv
+from .plan import Plan
 from .store import Store, frame_to_parquet, parquet_to_frame, sha256
 from .store.models import BatchDay, PlanRecord, PlanTable, utcnow
 from .terms import Terms, load_terms, terms_from_dict
@@ -136,6 +137,9 @@ class State:
     exposures: pd.DataFrame  # new exposures per funder and borrower
     portfolio: pd.DataFrame | None  # new positions per funder and portfolio segment
     days: tuple[dt.date, ...] = ()
+    # funder_amount of days already recorded *after* ``day`` in its month (a backfilled day): the
+    # month's quota is shared with them, so what they used is not available to ``day``
+    month_later: dict[str, float] = field(default_factory=dict)
 
     def equals(self, other: "State") -> bool:
         def frames_equal(a, b):
@@ -159,7 +163,11 @@ def fold(day: dt.date, deltas: list[tuple[dt.date, Delta]], as_of: dt.date | Non
     month: dict[str, float] = {}
     ex, po = [], []
     used = []
+    later: dict[str, float] = {}
     for d, delta in sorted(deltas, key=lambda x: x[0]):
+        if d > day and d.year == day.year and d.month == day.month:
+            for fid, r in delta.routes.items():
+                later[fid] = later.get(fid, 0.0) + r["funder_amount"]
         if d >= day:
             continue
         if d.year == day.year and d.month == day.month:
@@ -182,7 +190,7 @@ def fold(day: dt.date, deltas: list[tuple[dt.date, Delta]], as_of: dt.date | Non
         key = [c for c in p.columns if c != "outstanding"]
         portfolio = p.groupby(key, sort=True, dropna=False)["outstanding"].sum().reset_index()
     r2 = lambda d: {k: round(v, 2) for k, v in sorted(d.items())}
-    return State(day, r2(carried), r2(month), exposures, portfolio, tuple(used))
+    return State(day, r2(carried), r2(month), exposures, portfolio, tuple(used), r2(later))
 
 
 def stored_deltas(store: Store, before: dt.date | None = None) -> list[tuple[dt.date, Delta]]:
@@ -301,10 +309,11 @@ def period_left(terms: Terms, state: State, facilities: bool = False) -> dict[st
     out = {}
     for f in terms.funders:
         caps = []
+        later = state.month_later.get(f.id, 0.0)
         if f.monthly_max is not None:
-            caps.append(f.monthly_max - state.month_used.get(f.id, 0.0))
+            caps.append(f.monthly_max - state.month_used.get(f.id, 0.0) - later)
         if facilities and f.facility_limit is not None:
-            caps.append(f.facility_limit - f.outstanding - state.carried.get(f.id, 0.0))
+            caps.append(f.facility_limit - f.outstanding - state.carried.get(f.id, 0.0) - later)
         if caps:
             out[f.id] = max(min(caps), 0.0)
     return out
@@ -315,7 +324,7 @@ def pace(method: str, day: dt.date, terms: Terms, state: State, loans: pd.DataFr
          forecast: pd.DataFrame | None, recent_volumes: list[float], options: PlanOptions,
          sample_size: int = 50_000, facilities: bool = False) -> Pacing:
     remaining = period_left(terms, state, facilities)
-    remaining_min = {f.id: max(f.monthly_min - state.month_used.get(f.id, 0.0), 0.0)
+    remaining_min = {f.id: max(f.monthly_min - state.month_used.get(f.id, 0.0) - state.month_later.get(f.id, 0.0), 0.0)
                      for f in terms.funders if f.monthly_min is not None}
     today = float(loans["principal"].sum())
     m, future = forecast_volume(day, forecast, recent_volumes + [today])
@@ -357,7 +366,7 @@ def _lookahead(day, terms, state, loans, portfolio, exposures, pool, m, future, 
     combined = pd.concat([loans, fut[loans.columns]], ignore_index=True)
     scaled = _scaled_terms(terms, state, m + 1, remaining, remaining_min)
     p = plan_day(load_day(combined, scaled, portfolio, None),
-                 options=replace(options, mip_time_limit=min(options.mip_time_limit, 3.0), neighbourhood_rounds=1,
+                 options=replace(options, kernel_rounds=0, exact_pairs=0,
                                  gap_tolerance=max(options.gap_tolerance, 1e-4)))
     month_total = p.allocations.groupby("funder_id")["funder_amount"].sum()
     today = float(loans["principal"].sum())
@@ -403,8 +412,39 @@ def day_positions(start_portfolio: pd.DataFrame | None, start_exposures: pd.Data
     return port, expo
 
 
+def _positions_in_terms(terms: Terms, portfolio: pd.DataFrame | None,
+                        exposures: pd.DataFrame | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The day's positions of the routes in its terms. A funder dropped from the terms keeps its
+    positions in the store (they count again if it returns, and in every total of the days that
+    had it) but takes no new loans, so its rows constrain nothing today: they are set aside, and
+    the log names them."""
+    ids = set(terms.route_ids)
+    out = []
+    for name, table in (("portfolio", portfolio), ("exposures", exposures)):
+        if table is None or not len(table):
+            out.append(table)
+            continue
+        known = table["funder_id"].astype(str).isin(ids).to_numpy()
+        if not known.all():
+            dropped = table[~known].groupby("funder_id", sort=True)["outstanding"].sum()
+            log.warning("%s of funders not in the day's terms set aside (they take no new loans): %s", name,
+                        ", ".join(f"{fid} {v:,.2f}" for fid, v in dropped.items()))
+        out.append(table[known].reset_index(drop=True))
+    return out[0], out[1]
+
+
 # ------------------------------------------------------------------------------------------ outbox
 ROUTE_FILE_COLUMNS = ["loan_id", "principal", "tenor_months", "apr", "funder_amount", "platform_amount", "cost"]
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name`` for a name built from data, refused unless it is a plain file name that
+    stays inside ``folder`` (ids are checked at validation; this is the second lock)."""
+    path = folder / name
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
+            or path.resolve().parent != folder.resolve()):
+        raise InputError(Problem(str(folder), name, "a file name built from an id would leave its folder"))
+    return path
 
 
 def write_outbox(folder: Path, day: dt.date, plan: Plan, loans: pd.DataFrame, terms: Terms, pacing: Pacing,
@@ -420,7 +460,7 @@ def write_outbox(folder: Path, day: dt.date, plan: Plan, loans: pd.DataFrame, te
     totals = {}
     for rid in terms.route_ids:
         mine = m[m["funder_id"] == rid][ROUTE_FILE_COLUMNS].reset_index(drop=True)
-        write_csv(mine, routes_dir / f"{rid}.csv")
+        write_csv(mine, inside(routes_dir, f"{rid}.csv"))
         totals[rid] = {"loans": int(len(mine)), "principal": round(float(mine["principal"].sum()), 2),
                        "funder_amount": round(float(mine["funder_amount"].sum()), 2),
                        "platform_amount": round(float(mine["platform_amount"].sum()), 2),
@@ -584,8 +624,10 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     loans = base.loans
 
     say(f"{day}: state from {len(store.batch_days())} recorded days", 2, STEPS)
-    state = fold(day, stored_deltas(store, before=day), terms.as_of)
+    # every recorded day: those before carry their balances, those after in the same month share its quota
+    state = fold(day, stored_deltas(store), terms.as_of)
     portfolio, exposures = day_positions(start_port, start_expo, state)
+    portfolio, exposures = _positions_in_terms(terms, portfolio, exposures)
 
     say(f"{day}: pacing the period quotas ({opts.pacing})", 3, STEPS)
     pool, recent = _recent(store, day, loans, opts.recent_days) if opts.pacing == "lookahead" else (loans, [])

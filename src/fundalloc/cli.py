@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import FundallocError, InputError
+from .errors import FundallocError, InputError, Problem
 
 EXIT_OK = 0
 EXIT_VIOLATIONS = 1
@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from .api import load_day, plan
-    from .engine import PlanOptions
+    from .solve import PlanOptions
 
+    check_writable(args.out)
     show = _progress(sys.stderr.isatty() if args.progress is None else args.progress)
     if show:
         show("reading and validating inputs")
@@ -115,13 +116,42 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = plan(day, options=opts, progress=show)
     if show:
         show(f"writing {args.out}")
-    t0 = time.perf_counter()
     result.write(args.out)
-    result.timings["write"] = round(time.perf_counter() - t0, 4)
-    # plan.json carries the write time too
-    (Path(args.out) / "plan.json").write_text(json.dumps(_json(result.summary()), indent=2) + "\n")
-    print(_summary_text(result))
+    _out(_summary_text(result))
     return EXIT_OK
+
+
+def check_writable(out: str | Path) -> None:
+    """Refuse an output folder that cannot be written before any work is done: the folder (or
+    its nearest existing parent) must be a directory in which a file can be created."""
+    import tempfile
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputError(Problem(str(p), "--out", "exists and is not a folder"))
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(Problem(str(p), "--out", f"{probe} is not a folder"))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise InputError(Problem(str(p), "--out", f"cannot write there: {exc.strerror or exc}")) from None
+
+
+def _out(text: str) -> None:
+    """Print to stdout; a reader that went away (``| head``) does not turn into a traceback."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _json(obj):
@@ -150,17 +180,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     rep = verify_plan(args.originations, args.funders, args.plan, args.portfolio, args.exposures)
     if args.json:
-        print(json.dumps({"ok": rep.ok, "objective": rep.objective, "plan_objective": rep.plan_objective,
+        _out(json.dumps({"ok": rep.ok, "objective": rep.objective, "plan_objective": rep.plan_objective,
                           "lower_bound": rep.lower_bound, "gap": rep.gap, "checked": rep.checked,
                           "violations": rep.violations}, indent=2, default=float))
     else:
-        print("\n".join(rep.lines()))
+        _out("\n".join(rep.lines()))
     return EXIT_OK if rep.ok else EXIT_VIOLATIONS
 
 
 def _date(text: str):
     import datetime as dt
+    import re
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # not ISO week or basic forms
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
@@ -210,7 +243,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     import logging
 
     from .batch import BatchOptions, run_day
-    from .engine import PlanOptions
+    from .solve import PlanOptions
     from .store import Store
 
     tty = sys.stderr.isatty()
@@ -218,15 +251,20 @@ def cmd_batch(args: argparse.Namespace) -> int:
     log = logging.getLogger("fundalloc.batch")
     store = Store()
     store.migrate()
+    lock = store.lock("batch")  # one batch per store at a time; a second is refused (exit 4)
     opts = BatchOptions(pacing=args.pacing, force=args.force, recompute_following=args.recompute_following,
                         pace_facilities=args.pace_facilities,
                         plan=PlanOptions(solver=args.solver, time_limit=args.time_limit, gap_tolerance=args.gap))
     log.info("batch started", extra={"fields": {"date": args.date.isoformat(), "inbox": args.inbox,
                                                 "outbox": args.outbox, "pacing": args.pacing, "store": store.redacted_url}})
-    results = run_day(store, args.date, args.inbox, args.outbox, opts, _bar(tty if args.progress is None else args.progress))
+    try:
+        results = run_day(store, args.date, args.inbox, args.outbox, opts,
+                          _bar(tty if args.progress is None else args.progress))
+    finally:
+        lock.release()
     for r in results:
         s = r.plan.summary()
-        print(f"{r.day}: {s['status']}  objective {s['objective']:,.2f}  gap {s['gap']:.2e}  loans {s['loan_count']:,}  "
+        _out(f"{r.day}: {s['status']}  objective {s['objective']:,.2f}  gap {s['gap']:.2e}  loans {s['loan_count']:,}  "
               f"unfunded {s['unfunded_count']:,}  shortfall {s['shortfall']:,.2f}  -> {r.outbox}")
     return EXIT_OK if all(r.clean for r in results) else EXIT_UNFUNDED
 
@@ -262,17 +300,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
     actor = f"cli:{getpass.getuser()}"
     if args.keys_command == "create":
         info, secret = store.create_key(args.role, args.label, actor=actor)
-        print(f"created key {info.id} (role {info.role}); keep the secret below, it is not shown again")
-        print(secret)
+        _out(f"created key {info.id} (role {info.role}); keep the secret below, it is not shown again")
+        _out(secret)
     elif args.keys_command == "revoke":
         if not store.revoke_key(args.key_id, actor=actor):
             print(f"fundalloc keys revoke: no active key '{args.key_id}'", file=sys.stderr)
             return EXIT_INPUT
-        print(f"revoked {args.key_id}")
+        _out(f"revoked {args.key_id}")
     else:
         for k in store.keys():
             state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-            print(f"{k.id}  {k.role:8s} {state:24s} {k.label}")
+            _out(f"{k.id}  {k.role:8s} {state:24s} {k.label}")
     return EXIT_OK
 
 

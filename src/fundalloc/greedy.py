@@ -1,9 +1,13 @@
-"""The simple alternative: a greedy cheapest-first router, for comparison in benchmarks.
+"""The simple alternatives, for comparison in benchmarks: a greedy router and first-fit decreasing.
 
-Routes are taken in order of their cost per unit of principal (at the day's mean life); each
-takes, in input order, the unassigned eligible loans that still fit its daily maximum, its
-facility headroom and the platform's capacity. It knows nothing of concentration limits,
-weighted averages or obligor limits, so it may break them: `evaluate` counts how many.
+Both know only the caps a rule router tracks (daily maximum, facility headroom, platform
+capacity), so they may break concentration limits, weighted averages and obligor limits:
+`evaluate` counts how many.
+
+- :func:`greedy_route`: routes are taken in order of their cost per unit of principal (at the
+  day's mean life); each takes, in input order, the unassigned eligible loans that still fit.
+- :func:`first_fit_decreasing`: loans are taken largest first; each goes to the cheapest route
+  (at its own life) it is eligible for and still fits in, or stays unfunded.
 """
 
 from __future__ import annotations
@@ -31,4 +35,26 @@ def greedy_route(inst: Instance) -> np.ndarray:
         take = cand[fits]
         route[take] = r
         platform_left -= float(plat[fits].sum())
+    return route
+
+
+def first_fit_decreasing(inst: Instance) -> np.ndarray:
+    """Largest loan first, each to the cheapest eligible route it still fits in."""
+    n, R = inst.n, inst.R
+    route = np.full(n, R, dtype=np.int64)
+    left = np.minimum(inst.daily_max, np.maximum(inst.headroom, 0.0)).astype(float)
+    platform_left = float(inst.platform_capacity)
+    unit = inst.life[:, None] * inst.k1[None, :] + inst.k0[None, :]
+    for i in np.argsort(-inst.principal, kind="stable"):
+        p = float(inst.principal[i])
+        for r in np.argsort(unit[i], kind="stable"):
+            if not inst.elig[i, r]:
+                continue
+            a = float(inst.share[r]) * p if r < R - 1 else 0.0
+            b = float(inst.platform_share[r]) * p
+            if a <= left[r] + 1e-9 and b <= platform_left + 1e-9:
+                route[i] = r
+                left[r] -= a
+                platform_left -= b
+                break
     return route

@@ -150,6 +150,15 @@ class Instance:
         """``principal * field`` per loan for every weighted-average field."""
         return {k: self.principal * v for k, v in self.fields.items()}
 
+    @cached_property
+    def segments(self) -> tuple[tuple[ConcFamily, Segment], ...]:
+        """Every concentration row's family and segment, by its flat index (``Segment`` order
+        within each family, families in order): the ``ref`` of a concentration row."""
+        return tuple((fam, s) for fam in self.conc for s in fam.segments)
+
+    def segment_of(self, ref: int) -> tuple[ConcFamily, Segment]:
+        return self.segments[ref]
+
     def unit_cost(self) -> np.ndarray:
         """Cost per unit of principal for every (loan, route): ``k1 * L + k0`` (n x R)."""
         return self.life[:, None] * self.k1[None, :] + self.k0[None, :]
@@ -389,9 +398,12 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
                                  f"per unit of principal ({worst:.6g}); raise it above every route's cost")
     problems.raise_if_any()
 
+    elig = np.ascontiguousarray(elig)
+    for arr in (elig, principal, life, slot, *fields.values()):
+        arr.flags.writeable = False  # the instance is a value: nothing downstream may change it
     return Instance(
         terms=terms, loans=loans, route_ids=route_ids, share=share, platform_share=platform_share,
-        k1=k1, k0=k0, principal=principal, life=life, elig=np.ascontiguousarray(elig), fields=fields, conc=tuple(conc),
+        k1=k1, k0=k0, principal=principal, life=life, elig=elig, fields=fields, conc=tuple(conc),
         wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),

@@ -24,6 +24,52 @@ OPTIONAL_NUMERIC = ("expected_life_years", "score")
 MAX_LISTED_ROWS = 10
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
+
+# Spreadsheet formula neutralisation (OWASP "CSV injection"): in every CSV fundalloc writes, a
+# text value that begins with = + - @ tab or CR -- after any run of leading quotes -- gets one more
+# leading ``'``, so a spreadsheet shows it as text instead of running it; every CSV fundalloc reads
+# has that one quote taken off again. The pair is a bijection: ids survive any round trip, and
+# JSON and Parquet always carry them unchanged.
+_FORMULA = r"'*[=+\-@\t\r]"
+
+
+def _text_columns(table: pa.Table, fn) -> pa.Table:
+    for i, f in enumerate(table.schema):
+        t = f.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            col = table.column(i)
+            if pa.types.is_dictionary(f.type):
+                col = col.cast(t)
+            table = table.set_column(i, f.name, fn(col))
+    return table
+
+
+def neutralise_csv_text(table: pa.Table) -> pa.Table:
+    """Every text column of ``table`` made safe to open in a spreadsheet (see :data:`_FORMULA`)."""
+    return _text_columns(table, lambda c: pa.compute.replace_substring_regex(
+        c, pattern=f"^({_FORMULA})", replacement="'\\1", max_replacements=1))
+
+
+def restore_csv_text(table: pa.Table) -> pa.Table:
+    """The inverse of :func:`neutralise_csv_text` on a table read from CSV."""
+    return _text_columns(table, lambda c: pa.compute.replace_substring_regex(
+        c, pattern=f"^'({_FORMULA})", replacement="\\1", max_replacements=1))
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """A frame as neutralised CSV bytes (Arrow's writer; floats in shortest round-trip form)."""
+    sink = pa.BufferOutputStream()
+    table = neutralise_csv_text(pa.Table.from_pandas(df, preserve_index=False))
+    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    return sink.getvalue().to_pybytes()
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a frame as neutralised CSV (see :func:`csv_bytes`)."""
+    table = neutralise_csv_text(pa.Table.from_pandas(df, preserve_index=False))
+    pacsv.write_csv(table, str(path), write_options=pacsv.WriteOptions(quoting_style="needed"))
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -44,12 +90,40 @@ def table_columns(path: str | Path) -> list[str]:
     kind = _kind(p)
     try:
         if kind == "parquet":
-            return list(pq.read_schema(p).names)
-        with pacsv.open_csv(p) as reader:
-            return list(reader.schema.names)
+            names = list(pq.read_schema(p).names)
+        else:
+            with pacsv.open_csv(p) as reader:
+                names = list(reader.schema.names)
     except (OSError, pa.ArrowInvalid) as exc:
         if isinstance(exc, pa.ArrowInvalid) and "Empty CSV file" in str(exc):
             return []
+        raise InputError(Problem(str(p), "", f"cannot read the file: {exc}")) from None
+    seen: set[str] = set()
+    repeated = sorted({n for n in names if n in seen or seen.add(n)})
+    if repeated:
+        # a reader would silently take the first of two columns with one name
+        raise InputError(Problem(str(p), "header", f"column names repeat: {repeated}; each column must be named once"))
+    return names
+
+
+def count_rows(path: str | Path) -> int:
+    """The data rows of a CSV or Parquet file without decoding it: a Parquet file's metadata, a
+    CSV's records counted batch by batch as text (memory bounded by one block)."""
+    p = Path(path)
+    kind = _kind(p)
+    try:
+        if kind == "parquet":
+            return int(pq.read_metadata(p).num_rows)
+        if p.stat().st_size == 0:
+            return 0
+        names = table_columns(p)
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in names})
+        n = 0
+        with pacsv.open_csv(p, convert_options=convert) as reader:
+            for batch in reader:
+                n += batch.num_rows
+        return n
+    except (OSError, pa.ArrowInvalid) as exc:
         raise InputError(Problem(str(p), "", f"cannot read the file: {exc}")) from None
 
 
@@ -61,6 +135,7 @@ def read_table(path: str | Path, columns: Iterable[str] | None = None,
     """
     p = Path(path)
     kind = _kind(p)
+    table_columns(p)  # refuses a header that names a column twice
     cols = list(dict.fromkeys(columns)) if columns is not None else None
     strings = set(string_columns)
     try:
@@ -75,7 +150,7 @@ def read_table(path: str | Path, columns: Iterable[str] | None = None,
                 strings_can_be_null=True,
                 null_values=["", "NA", "NaN", "nan", "null", "NULL", "None"],
             )
-            table = pacsv.read_csv(p, convert_options=convert)
+            table = restore_csv_text(pacsv.read_csv(p, convert_options=convert))
     except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputError(Problem(str(p), "", f"cannot read the file: {exc}")) from None
     for c in strings:
@@ -158,6 +233,9 @@ def validate_originations(df: pd.DataFrame, source: str, numeric_fields: Iterabl
     nonpos = principal <= 0
     if nonpos.any():
         problems.add(source, _rows(nonpos, ids), "principal must be > 0")
+    infinite = np.isinf(principal)
+    if infinite.any():
+        problems.add(source, _rows(infinite, ids), "principal must be a finite number")
     out["principal"] = principal
 
     tenor, bad = _numeric(df["tenor_months"])
@@ -184,7 +262,7 @@ def validate_originations(df: pd.DataFrame, source: str, numeric_fields: Iterabl
 
     if "expected_life_years" in df.columns:
         life, bad = _numeric(df["expected_life_years"])
-        badlife = bad | (life <= 0)
+        badlife = bad | (life <= 0) | np.isinf(life)
         if badlife.any():
             problems.add(source, _rows(badlife, ids), "expected_life_years must be a number > 0")
         out["expected_life_years"] = life
@@ -198,6 +276,10 @@ def validate_originations(df: pd.DataFrame, source: str, numeric_fields: Iterabl
         if bad.any():
             problems.add(source, f"column '{field}', {_rows(bad, ids)}",
                          "a weighted-average test reads this column, so it must be numeric")
+        infinite = np.isinf(vals)
+        if infinite.any():
+            problems.add(source, f"column '{field}', {_rows(infinite, ids)}",
+                         "a weighted-average test reads this column, so it must be finite")
         out[field] = vals
 
     problems.raise_if_any()
@@ -234,9 +316,9 @@ def validate_portfolio(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if fid.isna().any():
         problems.add(source, _rows(fid.isna().to_numpy()), "funder_id is empty")
     out, bad = _numeric(df["outstanding"])
-    badv = bad | np.isnan(out) | (out < 0)
+    badv = bad | ~np.isfinite(out) | (out < 0)
     if badv.any():
-        problems.add(source, _rows(badv), "outstanding must be a number >= 0")
+        problems.add(source, _rows(badv), "outstanding must be a finite number >= 0")
     problems.raise_if_any()
     result = df.copy()
     result["funder_id"] = fid
@@ -256,9 +338,9 @@ def validate_exposures(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if empty.any():
         problems.add(source, _rows(empty), "funder_id and borrower_id must not be empty")
     out, bad = _numeric(df["outstanding"])
-    badv = bad | np.isnan(out) | (out < 0)
+    badv = bad | ~np.isfinite(out) | (out < 0)
     if badv.any():
-        problems.add(source, _rows(badv), "outstanding must be a number >= 0")
+        problems.add(source, _rows(badv), "outstanding must be a finite number >= 0")
     problems.raise_if_any()
     return pd.DataFrame({"funder_id": fid, "borrower_id": bid, "outstanding": out})
 

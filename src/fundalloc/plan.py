@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -18,17 +19,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from .engine import Solved
+from .solve import Solved
 from .evaluate import amounts, evaluate, platform_used
 from .instance import Instance
+from .io import write_csv
 
 
 class PlanStatus(StrEnum):
-    OPTIMAL = "optimal"  # holds every limit; gap to the LP bound within the tolerance
-    FEASIBLE = "feasible"  # holds every limit; gap above the tolerance
-    TIME_LIMIT = "time_limit"  # stopped by the time limit; the best plan found, holds every limit
+    # holds every limit; gap to the LP bound within the tolerance, or proven optimal among
+    # whole-loan plans (then ``whole_loan_gap`` is 0)
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"  # holds every limit; the search used its work budget and ended above the tolerance
+    TIME_LIMIT = "time_limit"  # holds every limit; the time limit (a safety stop) cut the search short
 
 
 ALLOCATION_COLUMNS = ["loan_id", "funder_id", "funder_amount", "platform_amount", "cost"]
@@ -53,6 +56,8 @@ class Plan:
     objective: float
     lower_bound: float
     gap: float
+    whole_loan_bound: float
+    whole_loan_gap: float
     funding_cost: float
     unfunded_count: int
     unfunded_principal: float
@@ -66,7 +71,7 @@ class Plan:
     constraints: pd.DataFrame
     route_index: np.ndarray = field(repr=False)
     stats: dict[str, Any] = field(default_factory=dict)
-    warm: Any = field(default=None, repr=False)  # engine.WarmStart: what a similar solve can reuse
+    warm: Any = field(default=None, repr=False)  # solve.WarmStart: what a similar solve can reuse
 
     def summary(self) -> dict[str, Any]:
         """The ``plan.json`` document."""
@@ -75,6 +80,8 @@ class Plan:
             "objective": self.objective,
             "lower_bound": self.lower_bound,
             "gap": self.gap,
+            "whole_loan_bound": self.whole_loan_bound,
+            "whole_loan_gap": self.whole_loan_gap,
             "funding_cost": self.funding_cost,
             "unfunded_count": self.unfunded_count,
             "unfunded_principal": self.unfunded_principal,
@@ -95,10 +102,14 @@ class Plan:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
+            t0 = time.perf_counter()
             write_csv(self.allocations, tmp / "allocations.csv")
             write_csv(self.funders, tmp / "funders.csv")
             write_csv(self.constraints, tmp / "constraints.csv")
-            (tmp / "plan.json").write_text(json.dumps(_jsonable(self.summary()), indent=2) + "\n")
+            summary = self.summary()
+            # plan.json is written once, inside the temporary folder, and carries the write time
+            summary["timings"] = {**summary["timings"], "write": round(time.perf_counter() - t0, 4)}
+            (tmp / "plan.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
             out.mkdir(parents=True, exist_ok=True)
             for name in ("allocations.csv", "funders.csv", "constraints.csv", "plan.json"):
                 os.replace(tmp / name, out / name)
@@ -120,12 +131,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Fast, deterministic CSV (Arrow's writer; floats in shortest round-trip form)."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
 def _text(codes: np.ndarray, labels: list[str]) -> pd.arrays.ArrowStringArray:
@@ -166,7 +171,7 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd
     return _text(codes, texts)
 
 
-def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timings: dict[str, float] | None = None) -> Plan:
+def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] | None = None) -> Plan:
     R = inst.R
     route = solved.route
     funder_amt, platform_amt, cost = amounts(inst, route)
@@ -178,7 +183,7 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         "platform_amount": platform_amt,
         "cost": cost,
     })
-    ev = solved.evaluation.copy() if solved.evaluation is not None else evaluate(inst, route)
+    ev = evaluate(inst, route)
     # shadow prices from the LP: d objective / d limit, in the limit's own units
     duals = solved.lp_duals
     dual_of = dict(zip(duals["label"], duals["dual"])) if len(duals) else {}
@@ -190,8 +195,7 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         y = dual_of.get(label, 0.0)
         r = row.route
         if row.kind == "concentration":
-            from .engine import _segment_of
-            _, seg = _segment_of(inst, row.ref)
+            _, seg = inst.segment_of(row.ref)
             base = A_lp[r] + (seg.existing_total if seg.basis.value == "portfolio" else 0.0)
             shadow[i] = y * base
         elif row.kind.startswith("weighted_average"):
@@ -237,15 +241,13 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
     short_cost = float((shortfall * inst.shortfall_fee).sum())
     objective = funding_cost + inst.penalty * unfunded_principal + short_cost
     lb = min(solved.lower_bound, objective)
-    gap = (objective - lb) / abs(lb) if abs(lb) > 1e-12 else (0.0 if abs(objective) <= 1e-9 else float("inf"))
-    gap = max(gap, 0.0)
-    if solved.status == "time_limit":
-        status = PlanStatus.TIME_LIMIT
-    else:
-        status = PlanStatus.OPTIMAL if gap <= gap_tolerance else PlanStatus.FEASIBLE
+    gap = _gap(objective, lb)
+    whole_lb = min(max(solved.whole_loan_bound, lb), objective)
+    status = PlanStatus(solved.status.value)
     timings = {**(extra_timings or {}), **{k: round(v, 4) for k, v in solved.timings.items()}}
     return Plan(
         status=status, objective=objective, lower_bound=float(lb), gap=float(gap),
+        whole_loan_bound=float(whole_lb), whole_loan_gap=float(_gap(objective, whole_lb)),
         funding_cost=funding_cost, unfunded_count=int(unf.sum()), unfunded_principal=unfunded_principal,
         shortfall=float(shortfall.sum()), breaches=inst.breaches, inputs_digest=inst.digest,
         solver={"name": solved.solver, "version": solved.solver_version},
@@ -254,6 +256,11 @@ def build_plan(inst: Instance, solved: Solved, gap_tolerance: float, extra_timin
         route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective},
         warm=replace(solved.warm, objective=objective, lp_objective=solved.lp_objective) if solved.warm else None,
     )
+
+
+def _gap(objective: float, bound: float) -> float:
+    gap = (objective - bound) / abs(bound) if abs(bound) > 1e-12 else (0.0 if abs(objective) <= 1e-9 else float("inf"))
+    return max(gap, 0.0)
 
 
 def _tight(row) -> bool:

@@ -16,7 +16,8 @@ from ..formulation import Problem
 class SolveStatus(StrEnum):
     OPTIMAL = "optimal"  # proven optimal (MIP: within the requested gap)
     TARGET = "target"  # MIP stopped because its incumbent reached the caller's objective target
-    TIME_LIMIT = "time_limit"  # stopped at the time limit; x is the best solution found, if any
+    WORK_LIMIT = "work_limit"  # stopped at its node or iteration budget; x is the best solution found, if any
+    TIME_LIMIT = "time_limit"  # stopped at the time limit (the safety stop); x is the best found, if any
     INFEASIBLE = "infeasible"
     UNBOUNDED = "unbounded"
     ERROR = "error"
@@ -31,6 +32,7 @@ class SolveOptions:
     basis: "Basis | None" = None  # a starting basis (LP only; backends may ignore it)
     objective_target: float | None = None  # MIP: stop once an incumbent is at or below this
     start: np.ndarray | None = None  # MIP: a feasible point to start from (backends may ignore it)
+    node_limit: int | None = None  # MIP: branch-and-bound nodes at most (a deterministic budget)
 
 
 @dataclass(frozen=True, eq=False)

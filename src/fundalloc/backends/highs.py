@@ -18,8 +18,8 @@ _STATUS = {
     highspy.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
     highspy.HighsModelStatus.kTimeLimit: SolveStatus.TIME_LIMIT,
     highspy.HighsModelStatus.kObjectiveTarget: SolveStatus.TARGET,
-    highspy.HighsModelStatus.kIterationLimit: SolveStatus.TIME_LIMIT,
-    highspy.HighsModelStatus.kSolutionLimit: SolveStatus.TIME_LIMIT,
+    highspy.HighsModelStatus.kIterationLimit: SolveStatus.WORK_LIMIT,
+    highspy.HighsModelStatus.kSolutionLimit: SolveStatus.WORK_LIMIT,
     highspy.HighsModelStatus.kInterrupt: SolveStatus.TIME_LIMIT,
     highspy.HighsModelStatus.kInfeasible: SolveStatus.INFEASIBLE,
     highspy.HighsModelStatus.kUnbounded: SolveStatus.UNBOUNDED,
@@ -47,6 +47,8 @@ class HighsBackend:
             h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
             if options.objective_target is not None:
                 h.setOptionValue("objective_target", float(options.objective_target))
+            if options.node_limit is not None:
+                h.setOptionValue("mip_max_nodes", int(max(options.node_limit, 1)))
         scale = totals = None
         if mip:
             # HiGHS 1.15.1's presolve finds a funder's total column implied integer when every
@@ -114,7 +116,8 @@ class HighsBackend:
                         {"model_status": h.modelStatusToString(ms),
                          "iterations": int(info.simplex_iteration_count),
                          "warm_start": warm,
-                         "mip_gap": float(info.mip_gap) if mip else 0.0}, basis)
+                         "mip_gap": float(info.mip_gap) if mip else 0.0,
+                         "nodes": int(info.mip_node_count) if mip else 0}, basis)
 
 
 def _continuous_scale(problem: Problem) -> np.ndarray | None:

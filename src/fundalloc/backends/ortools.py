@@ -30,7 +30,7 @@ def _pool() -> ProcessPoolExecutor:
 
 
 def _solve_in_worker(c, indptr, indices, data, shape, col_lo, col_hi, row_lo, row_hi, integer, offset,
-                     time_limit, mip_rel_gap) -> dict:
+                     time_limit, mip_rel_gap, node_limit) -> dict:
     import ortools
     from ortools.linear_solver.python import model_builder as mb
 
@@ -44,7 +44,10 @@ def _solve_in_worker(c, indptr, indices, data, shape, col_lo, col_hi, row_lo, ro
     solver = mb.Solver("SCIP" if mip else "GLOP")
     solver.set_time_limit_in_seconds(float(time_limit))
     if mip:
-        solver.set_solver_specific_parameters(f"limits/gap = {mip_rel_gap}")
+        params = [f"limits/gap = {mip_rel_gap}", "randomization/randomseedshift = 0"]
+        if node_limit is not None:
+            params.append(f"limits/nodes = {int(node_limit)}")
+        solver.set_solver_specific_parameters("\n".join(params))
     st = solver.solve(model)
     out = {"status": st.name, "version": ortools.__version__, "engine": "SCIP" if mip else "GLOP"}
     if st in (mb.SolveStatus.OPTIMAL, mb.SolveStatus.FEASIBLE):
@@ -69,8 +72,10 @@ class OrtoolsBackend:
         out = _pool().submit(
             _solve_in_worker, problem.c, A.indptr, A.indices, A.data, A.shape, problem.col_lo, problem.col_hi,
             problem.row_lo, problem.row_hi, problem.integer, problem.offset, options.time_limit,
-            options.mip_rel_gap).result()
-        status = {"OPTIMAL": SolveStatus.OPTIMAL, "FEASIBLE": SolveStatus.TIME_LIMIT,
+            options.mip_rel_gap, options.node_limit).result()
+        # a MIP stopped with a solution: by its node budget or by the time limit (the caller's clock
+        # tells which)
+        status = {"OPTIMAL": SolveStatus.OPTIMAL, "FEASIBLE": SolveStatus.WORK_LIMIT,
                   "INFEASIBLE": SolveStatus.INFEASIBLE, "UNBOUNDED": SolveStatus.UNBOUNDED}.get(
             out["status"], SolveStatus.ERROR)
         return Solution(status, out.get("x"), out.get("objective", float("nan")), out.get("bound", float("nan")),

@@ -33,8 +33,10 @@ class PulpBackend:
             path = Path(tmp) / "model.mps"
             path.write_text(to_mps(problem))
             variables, prob = pulp.LpProblem.fromMPS(str(path), sense=pulp.LpMinimize)
+            extra = [f"maxNodes {int(options.node_limit)}"] if mip and options.node_limit is not None else []
             solver = pulp.PULP_CBC_CMD(msg=bool(options.verbose), timeLimit=float(options.time_limit),
-                                       gapRel=float(options.mip_rel_gap) if mip else None, threads=1)
+                                       gapRel=float(options.mip_rel_gap) if mip else None, threads=1,
+                                       options=extra)
             code = prob.solve(solver)
             result = self._result(problem, prob, variables, code, mip)
         status, x, obj, bound, duals, _, detail = result
@@ -59,7 +61,7 @@ class PulpBackend:
             obj = float(problem.c @ x + problem.offset)
             bound = obj if status == SolveStatus.OPTIMAL else float("nan")
             if status != SolveStatus.OPTIMAL:
-                status = SolveStatus.TIME_LIMIT
+                status = SolveStatus.WORK_LIMIT  # stopped by its node budget or the time limit
             if not mip:
                 duals = np.array([(prob.constraints[f"r{i}"].pi or 0.0) if f"r{i}" in prob.constraints else 0.0
                                   for i in range(problem.n_rows)])

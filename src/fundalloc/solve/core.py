@@ -1,0 +1,133 @@
+"""The solve's orchestrator: aggregate -> refine -> split -> search -> repair -> report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from ..backends import get_backend
+from ..formulation import RowKind
+from ..instance import Instance
+from .classes import loan_classes, representatives
+from .context import Clock, Context, Progress, Work
+from .incumbent import Incumbent
+from .lagrange import eligible_principal
+from .obligor import LazyObligor, restrict_obligor
+from .options import PlanOptions
+from .policy import ColdPolicy, WarmPolicy, WarmStart, best_start_objective, warm_obligor_active
+from .refine import Relaxation, refine
+from .repair import repair
+from .restricted import FixedSums
+from .rows import Rows, objective
+from .search import search
+from .split import split
+
+
+class SolveStatus(StrEnum):
+    """What happened, in the plan's words."""
+
+    OPTIMAL = "optimal"  # within the gap tolerance of the LP bound, or proven optimal among whole-loan plans
+    FEASIBLE = "feasible"  # every limit held; the search used its work budget and ended above the tolerance
+    TIME_LIMIT = "time_limit"  # every limit held; the clock (the safety stop) cut the solve short
+
+
+@dataclass(frozen=True, eq=False)
+class Solved:
+    """What the engine hands to the plan builder."""
+
+    route: np.ndarray  # n: route index per loan, R for unfunded
+    lower_bound: float  # the LP bound (valid for every plan, whole-loan or not)
+    whole_loan_bound: float  # a bound on whole-loan plans: the LP's, or an exact MIP's when higher
+    proven: bool  # the plan is proven optimal among whole-loan plans
+    lp_objective: float
+    lp_duals: pd.DataFrame  # one row per LP row with kind/route/ref/label/dual/activity
+    totals_lp: np.ndarray  # A_f from the LP
+    status: SolveStatus
+    solver: str
+    solver_version: str
+    timings: dict[str, float]
+    stats: dict[str, float] = field(default_factory=dict)
+    warm: WarmStart | None = None
+
+
+def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progress: Progress | None = None,
+                   warm: WarmStart | None = None) -> Solved:
+    """Plan a day: the LP over refined bins, a valid bound, whole loans."""
+    backend = get_backend(options.solver)
+    if inst.n == 0:
+        return _empty(inst, backend)
+    q = options.initial_bins if options.initial_bins is not None else (2 if inst.n < 7_500_000 else 4)
+    active = np.full(len(inst.obligor_rows), len(inst.obligor_rows) <= options.eager_obligor_rows)
+    if warm is not None:
+        active |= warm_obligor_active(warm, inst)
+    lp_inst = inst if active.all() else restrict_obligor(inst, np.flatnonzero(active))
+    ctx = Context(lp_inst, inst, options, backend, Clock(options.time_limit, progress), Work(options.work_limit))
+
+    ctx.clock.say(f"aggregating {inst.n:,} loans")
+    cls, ncls, continuous = loan_classes(lp_inst)
+    cls_rep = representatives(cls, ncls)
+    policy = WarmPolicy(q, warm, lp_inst, cls) if warm is not None else ColdPolicy(q)
+    bins, nb = policy.bins(lp_inst, cls, continuous)
+    ctx.stats.update({"classes": ncls, "simplex_iterations": 0})
+    ctx.clock.lap("aggregate")
+
+    relax = refine(ctx, cls, cls_rep, eligible_principal(lp_inst, cls, cls_rep), bins, nb, *policy.basis())
+    sums = FixedSums(lp_inst, cls, inst.n >= options.fixed_table_loans)
+    sp = split(ctx, relax, sums)
+
+    rows = Rows.build(inst)
+    lazy = LazyObligor(inst, active, rows)
+    incumbent = Incumbent(rows, relax.lower_bound, ctx.clock.say)
+    starts = policy.starts(inst, rows)
+    settled = policy.settled(relax.objective, best_start_objective(inst, rows, starts))
+    ctx.stats["settled_by_warm_start"] = int(settled)
+    ctx.clock.say(f"whole loans: {int(sp.fractional.sum())} fractional loans")
+    found = search(ctx, relax, sp, cls, sums, rows, lazy, incumbent, starts, settled)
+
+    route, moved = repair(rows, found.route)
+    ctx.stats["repaired_loans"] = moved
+    ctx.clock.lap("repair")
+    return _report(ctx, relax, route, found.whole_loan_bound, found.proven, incumbent, lazy, cls)
+
+
+def _report(ctx: Context, relax: Relaxation, route: np.ndarray, whole_bound: float, proven: bool,
+            incumbent: Incumbent, lazy: LazyObligor, cls: np.ndarray) -> Solved:
+    opts, inst = ctx.options, ctx.full
+    lp = relax.prob.rows.copy()
+    lp["dual"] = relax.sol.row_dual
+    lp["activity"] = relax.prob.A @ relax.sol.x
+    lp = lp[lp["kind"] != RowKind.ASSIGN.value].reset_index(drop=True)
+    obj = objective(inst, route)
+    lb = relax.lower_bound
+    gap = (obj - lb) / abs(lb) if abs(lb) > 1e-12 else (0.0 if abs(obj) <= 1e-9 else np.inf)
+    if ctx.clock.stopped:
+        status = SolveStatus.TIME_LIMIT
+    elif gap <= opts.gap_tolerance or proven:
+        status = SolveStatus.OPTIMAL
+    else:
+        status = SolveStatus.FEASIBLE
+    ctx.stats["work"] = ctx.work.used
+    ctx.stats.update({f"work_{k}": v for k, v in ctx.work.by.items()})
+    ctx.stats["incumbent_source"] = incumbent.source
+    ctx.stats["offers"] = [{"source": o.source, "objective": o.objective, "kept": o.accepted}
+                           for o in incumbent.history]
+    labels = tuple((inst.route_ids[o.route], o.borrower) for o, a in zip(inst.obligor_rows, lazy.active) if a)
+    warm = WarmStart(inst.route_ids, cls, relax.bins, relax.sol.basis, (relax.prob.n_rows, relax.prob.n_cols),
+                     route, labels)
+    backend = ctx.backend
+    return Solved(route=route, lower_bound=float(relax.lower_bound),
+                  whole_loan_bound=float(max(whole_bound, relax.lower_bound)), proven=bool(proven),
+                  lp_objective=relax.objective, lp_duals=lp, totals_lp=relax.sol.x[relax.prob.total_col],
+                  status=status, solver=backend.name, solver_version=backend.version(),
+                  timings=ctx.clock.timings, stats=ctx.stats, warm=warm)
+
+
+def _empty(inst: Instance, backend) -> Solved:
+    return Solved(route=np.zeros(0, dtype=np.int64), lower_bound=0.0, whole_loan_bound=0.0, proven=True,
+                  lp_objective=0.0,
+                  lp_duals=pd.DataFrame(columns=["kind", "route", "ref", "label", "dual", "activity"]),
+                  totals_lp=np.zeros(inst.R - 1), status=SolveStatus.OPTIMAL, solver=backend.name,
+                  solver_version=backend.version(), timings={}, stats={})
