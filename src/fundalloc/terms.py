@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -30,7 +31,37 @@ Scalar = Union[str, int, float, bool]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number in the terms is finite: NaN or infinity is an error naming its key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: A funder or platform id: it names files (``funders/<id>.csv``), so it is a plain name — letters
+#: (any script), digits, ``_``, ``-``, ``.`` and inner spaces, starting with a letter or digit,
+#: at most 128 characters; never a path separator, NUL, a leading dot or a trailing space or dot.
+ID_PATTERN = re.compile(r"\w(?:[\w.\- ]{0,126}[\w\-])?")
+#: The most funders one terms document may hold (each is a route of the day's program).
+MAX_FUNDERS = 5_000
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} is not a plain name: use letters, digits, '_', '-', '.' or inner "
+            "spaces, start with a letter or digit, at most 128 characters (ids name files)"
+        )
+    return value
+
+
+def _iso_date(value: Any) -> Any:
+    """Dates are ``YYYY-MM-DD`` only (no ISO week or ordinal forms), and must exist."""
+    if isinstance(value, str):
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(f"{value!r} is not a date in the form YYYY-MM-DD")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid date: {exc}") from None
+    return value
 
 
 class InRule(_Strict):
@@ -181,6 +212,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 class Funder(_Strict):
     id: str = Field(min_length=1)
+    _check_id = field_validator("id")(lambda cls, v: check_id(v, "funder id"))
     name: str | None = None
     kind: FunderKind = FunderKind.OTHER
     funding_share: float
@@ -237,6 +269,7 @@ class Funder(_Strict):
 
 class Platform(_Strict):
     id: str = Field(default="platform", min_length=1)
+    _check_id = field_validator("id")(lambda cls, v: check_id(v, "platform id"))
     cost_of_capital: float
     daily_capacity: NonNegative | None = None
     max_bank_share: float = Field(default=0.70, gt=0, le=1)
@@ -253,10 +286,20 @@ class Terms(_Strict):
     funders: tuple[Funder, ...] = ()
     as_of: dt.date | None = None  # the day the balances (outstanding) were taken; the batch adds later days
 
+    _as_of = field_validator("as_of", mode="before")(lambda cls, v: _iso_date(v))
+
+    @field_validator("funders", mode="before")
+    @classmethod
+    def _count(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)) and len(v) > MAX_FUNDERS:
+            raise ValueError(f"{len(v)} funders; one terms document holds at most {MAX_FUNDERS}")
+        return v
+
     @model_validator(mode="after")
     def _ids(self) -> "Terms":
         ids = [f.id for f in self.funders]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        seen: set[str] = set()
+        dup = sorted({i for i in ids if i in seen or seen.add(i)})
         if dup:
             raise ValueError(f"duplicate funder ids: {dup}")
         if self.platform.id in ids:
@@ -311,6 +354,8 @@ def terms_from_dict(doc: Any, source: str = "funders") -> Terms:
         raise InputError(Problem(source, "", "expected a mapping with 'platform' and 'funders'"))
     try:
         terms = Terms.model_validate(doc)
+    except RecursionError:
+        raise InputError(Problem(source, "", "the document is nested too deeply")) from None
     except ValidationError as exc:
         for err in exc.errors():
             where = _loc(tuple(err["loc"]), doc)
@@ -335,6 +380,74 @@ def terms_from_dict(doc: Any, source: str = "funders") -> Terms:
     return terms
 
 
+#: How deep a terms document may nest (the contract's deepest key is about six levels down).
+MAX_DEPTH = 32
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice (YAML would keep the last value silently),
+    documents nested deeper than :data:`MAX_DEPTH`, and keeps dates as text so that they are
+    checked as ``YYYY-MM-DD`` by the model."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"the document nests deeper than {MAX_DEPTH} levels ({mark})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"key '{key}' is given twice (line {key_node.start_mark.line + 1})")
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+# timestamps stay strings: the model checks their form and that the day exists
+_StrictLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"key '{k}' is given twice")
+        out[k] = v
+    return out
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a terms document may hold")
+
+
+def parse_document(text: str, source: str, as_json: bool) -> Any:
+    """Parse a YAML or JSON terms document strictly; every failure is an :class:`InputError`."""
+    kind = "JSON" if as_json else "YAML"
+    try:
+        if as_json:
+            return json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_json_constant)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise InputError(Problem(source, "", f"{exc}; each key may appear once")) from None
+    except RecursionError:
+        raise InputError(Problem(source, "", f"malformed {kind}: nested too deeply")) from None
+    except (yaml.YAMLError, ValueError) as exc:
+        raise InputError(Problem(source, "", f"malformed {kind}: {exc}")) from None
+
+
 def load_terms(path: str | Path) -> Terms:
     """Read a funders document from YAML or JSON."""
     p = Path(path)
@@ -342,10 +455,7 @@ def load_terms(path: str | Path) -> Terms:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(Problem(str(p), "", f"cannot read the file: {exc}")) from None
-    try:
-        doc = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise InputError(Problem(str(p), "", f"malformed {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}")) from None
+    doc = parse_document(text, str(p), p.suffix.lower() == ".json")
     return terms_from_dict(doc, str(p))
 
 
@@ -354,6 +464,7 @@ __all__ = [
     "Concentration",
     "Funder",
     "FunderKind",
+    "ID_PATTERN",
     "InRule",
     "NotInRule",
     "Platform",
@@ -361,7 +472,9 @@ __all__ = [
     "Rule",
     "Terms",
     "WeightedAverage",
+    "check_id",
     "load_terms",
+    "parse_document",
     "parse_rule",
     "terms_from_dict",
 ]

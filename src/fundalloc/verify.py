@@ -89,7 +89,12 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     for c in ("loan_id", "funder_id", "funder_amount", "platform_amount", "cost"):
         if c not in alloc.columns:
             raise InputError(Problem(str(alloc_path), f"column '{c}'", "required column is missing"))
-    summary = json.loads((plan_dir / "plan.json").read_text()) if (plan_dir / "plan.json").exists() else {}
+    summary = {}
+    if (plan_dir / "plan.json").exists():
+        try:
+            summary = json.loads((plan_dir / "plan.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(Problem(str(plan_dir / "plan.json"), "", f"cannot read the plan summary: {exc}")) from None
 
     rep = Report()
     plat = terms.platform
@@ -109,8 +114,12 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
         rep.add("allocated_once", "", f"{len(extra)} allocation rows name unknown loans, e.g. {sorted(extra)[:5]}")
     rep.checked += 1
 
-    df = loans.merge(alloc.drop_duplicates("loan_id"), on="loan_id", how="left", validate="one_to_one")
-    route = df["funder_id"].fillna("").astype(str)
+    # the plan's columns under names no originations column can take (a loan file may carry its
+    # own columns called cost or funder_id)
+    plan_cols = {c: f"\x00plan.{c}" for c in ("funder_id", "funder_amount", "platform_amount", "cost")}
+    planned = alloc[["loan_id", *plan_cols]].drop_duplicates("loan_id").rename(columns=plan_cols)
+    df = loans.merge(planned, on="loan_id", how="left", validate="one_to_one")
+    route = df[plan_cols["funder_id"]].fillna("").astype(str)
     known = set(by_id) | {plat.id, ""}
     unknown = sorted(set(route) - known)
     if unknown:
@@ -127,9 +136,9 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     b = ((1 - share) * p).where(funded & (route != plat.id), 0.0)
     cost = (p * (share * (rate * life + fee) + (1 - share) * plat.cost_of_capital * life)).where(funded, 0.0)
 
-    fa = df["funder_amount"].astype(float).fillna(0.0)
-    pa = df["platform_amount"].astype(float).fillna(0.0)
-    ca = df["cost"].astype(float).fillna(0.0)
+    fa = df[plan_cols["funder_amount"]].astype(float).fillna(0.0)
+    pa = df[plan_cols["platform_amount"]].astype(float).fillna(0.0)
+    ca = df[plan_cols["cost"]].astype(float).fillna(0.0)
     for name, mine, theirs in (("funder_amount", a, fa), ("platform_amount", b, pa), ("cost", cost, ca)):
         bad = (mine - theirs).abs() > TOL
         if bad.any():

@@ -14,6 +14,7 @@ import logging
 import queue
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -137,22 +138,70 @@ class RecordCache(Lru):
 
 
 class AuditWriter:
-    """Audit entries written behind the request, in batches, so that reads stay fast."""
+    """Audit entries written behind the request, in batches, so that reads stay fast.
+
+    Requests without a valid key cannot grow the table: per window of :attr:`window` seconds the
+    first refused request of each kind (method, route, outcome) is written at once and the rest of
+    the window's are counted into one row at its end (``detail.count``, a few sample targets).
+    """
+
+    window = 60.0
+    max_kinds = 256  # distinct anonymous kinds per window before they share one row
 
     def __init__(self, store: Store):
         self.store = store
         self.q: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._anon: dict[tuple[str, str], dict[str, Any]] = {}
+        self._window_start = time.monotonic()
         self._t = threading.Thread(target=self._run, name="fundalloc-audit", daemon=True)
         self._t.start()
 
     def add(self, **entry: Any) -> None:
-        self.q.put(entry)
+        if entry.get("actor") != "anonymous":
+            self.q.put(entry)
+            return
+        with self._lock:
+            key = (entry["action"], entry["outcome"])
+            if key not in self._anon and len(self._anon) >= self.max_kinds:
+                key = ("(other)", "(other)")
+            agg = self._anon.get(key)
+            if agg is None:  # first of its kind in this window: written now
+                self._anon[key] = {"entry": entry, "count": 0, "targets": []}
+                self.q.put(entry)
+                return
+            agg["count"] += 1
+            if len(agg["targets"]) < 5 and entry["target"] not in agg["targets"]:
+                agg["targets"].append(entry["target"])
+
+    def _take_window(self, force: bool = False) -> list[dict[str, Any]]:
+        """The aggregated anonymous rows of a finished window (or of the current one when ``force``)."""
+        with self._lock:
+            if not force and time.monotonic() - self._window_start < self.window:
+                return []
+            done, self._anon = self._anon, {}
+            self._window_start = time.monotonic()
+        rows = []
+        for (action, outcome), agg in done.items():
+            if agg["count"]:
+                rows.append({**agg["entry"], "action": action, "outcome": outcome,
+                             "target": agg["targets"][0] if agg["targets"] else agg["entry"]["target"],
+                             "detail": {"count": agg["count"], "sample_targets": agg["targets"],
+                                        "aggregated_seconds": self.window}})
+        return rows
 
     def _run(self) -> None:
         from ..store.models import AuditEntry
         while True:
-            item = self.q.get()
+            try:
+                item = self.q.get(timeout=self.window / 4)
+            except queue.Empty:
+                rows = self._take_window()
+                if rows:
+                    self._write(rows, AuditEntry)
+                continue
             if item is None:
+                self._write(self._take_window(force=True), AuditEntry)
                 return
             batch = [item]
             while len(batch) < 500:
@@ -161,12 +210,14 @@ class AuditWriter:
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._write(batch, AuditEntry)
+                    self._write(batch + self._take_window(force=True), AuditEntry)
                     return
                 batch.append(nxt)
-            self._write(batch, AuditEntry)
+            self._write(batch + self._take_window(), AuditEntry)
 
     def _write(self, batch, AuditEntry) -> None:
+        if not batch:
+            return
         try:
             with self.store.session() as s, s.begin():
                 s.add_all([AuditEntry(**e) for e in batch])
@@ -194,6 +245,11 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(df.to_json(orient="records", double_precision=15))
 
 
+def _plain_file_name(name: str) -> bool:
+    return (isinstance(name, str) and len(name.encode("utf-8", "surrogatepass")) <= 255
+            and not any(ord(c) < 32 or ord(c) == 127 for c in name))
+
+
 def _suffix(upload: UploadFile | None) -> str:
     return Path(upload.filename or "").suffix.lower() if upload is not None else ""
 
@@ -207,6 +263,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cfg = settings or Settings.from_env()
         store = Store(cfg.database_url)
         store.migrate()
+        # one server per store: a second one would resume (and solve again) the first one's jobs
+        lock = store.lock("serve")
         runner = JobRunner(cfg.database_url, cfg.workers, cfg.queue_limit)
         app.state.settings, app.state.store, app.state.runner = cfg, store, runner
         app.state.tables = TableCache(store)
@@ -219,8 +277,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            runner.shutdown()
+            handed_back = runner.shutdown()
+            for plan_id in handed_back:
+                store.release_job(plan_id)
+            if handed_back:
+                log.warning("stopping: %d running job(s) handed back, resumed at the next start: %s",
+                            len(handed_back), ", ".join(handed_back))
             app.state.audit.close()
+            lock.release()
             store.dispose()
 
     app = FastAPI(
@@ -295,15 +359,40 @@ def _middleware(app: FastAPI) -> None:
                 return _error(413, "too_large", f"request body over the limit of {limit:,} bytes "
                                                 "(FUNDALLOC_MAX_UPLOAD_MB)")
         response = await call_next(request)
+        _security_headers(request, response)
         if is_v1:
             key: KeyInfo | None = getattr(request.state, "key", None)
             route = request.scope.get("route")
+            path = _route_path(route, request) if (key is not None or route is not None) else "(no route)"
             request.app.state.audit.add(
                 actor=key.id if key else "anonymous", role=key.role if key else "",
-                action=f"{request.method} {_route_path(route, request)}"[:64],
+                action=f"{request.method} {path}"[:64],
                 target=request.url.path[:200], outcome=str(response.status_code),
                 detail=getattr(request.state, "audit_detail", None))
         return response
+
+
+#: Content-Security-Policy of the service's own pages: nothing but the page and same-origin calls.
+PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " \
+           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+#: The interactive API docs load Swagger UI's script and style from its CDN.
+DOCS_CSP = "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; " \
+           "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; " \
+           "connect-src 'self'; frame-ancestors 'none'"
+
+
+def _security_headers(request: Request, response: Any) -> None:
+    """Headers on every answer: no MIME sniffing, no framing, no referrer; API answers (key
+    secrets among them) are never cached; HTML gets a Content-Security-Policy."""
+    h = response.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    if request.url.path.startswith("/v1/") or request.url.path == "/healthz":
+        h["Cache-Control"] = "no-store"
+    if h.get("content-type", "").startswith("text/html"):
+        h.setdefault("Content-Security-Policy", DOCS_CSP if request.url.path.startswith(("/docs", "/redoc"))
+                     else PAGE_CSP)
 
 
 def _route_path(route: Any, request: Request) -> str:
@@ -362,9 +451,14 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
     """Validate the uploads (every problem at once), then store inputs and a queued job in one
     transaction; or return the existing plan of the same inputs."""
     from ..api import load_day
+    from ..io import count_rows
     from ..terms import terms_from_dict
 
     problems: list[Problem] = []
+    for name, up in uploads.items():
+        if up is not None and not _plain_file_name(up[0]):
+            raise InputError(Problem(name, "filename", "the upload's file name must be at most 255 bytes "
+                                                       "of text without NUL or control characters"))
     orig = uploads["originations"]
     ext = Path(orig[0]).suffix.lower() if orig else ""
     if ext not in ORIGINATION_FORMATS:
@@ -396,12 +490,16 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
             if up is None:
                 paths[name] = None
                 continue
-            folder = Path(tmp) / name
-            folder.mkdir()
+            # on disk under a name of our own: the client's name only appears in messages
             fname = Path(up[0]).name or f"{name}.bin"
-            paths[name] = folder / fname
+            paths[name] = Path(tmp) / f"{name}{Path(fname).suffix.lower()}"
             paths[name].write_bytes(up[1])
             shown[str(paths[name])] = f"{name} ({fname})"
+            if name != "funders":  # rows counted from the file's metadata or a stream, before decoding
+                rows = count_rows(paths[name])
+                if rows > cfg.max_rows:
+                    raise ApiError(413, "too_many_rows", f"{name}: {rows:,} rows is over the limit of "
+                                                         f"{cfg.max_rows:,} (FUNDALLOC_MAX_ROWS)")
         try:  # read, validate and compile: every input problem surfaces here, before anything is stored
             funders_in = paths["funders"] or terms_from_dict(version.document, f"funders_version {version.id}")
             day = load_day(paths["originations"], funders_in, paths["portfolio"], paths["exposures"])
@@ -595,9 +693,8 @@ def _router() -> APIRouter:
         if route is not None:
             df = df[df["funder_id"] == route]
         if format == "csv":
-            buf = io.StringIO()
-            df.to_csv(buf, index=False)
-            return Response(buf.getvalue(), media_type="text/csv", headers={
+            from ..io import csv_bytes
+            return Response(csv_bytes(df.reset_index(drop=True)), media_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="{plan_id}-allocations.csv"'})
         if format == "parquet":
             from ..store import frame_to_parquet

@@ -111,6 +111,35 @@ def run_job(url: str, plan_id: str) -> str:
         return "failed"
 
 
+def _die_with_parent(parent: int) -> None:
+    """In each solver process: end when the server process ends, however it ends (a SIGKILLed
+    server must not leave a solver running). Linux's parent-death signal, and a watchdog thread
+    for the rest (and for a parent that dies before the signal is armed)."""
+    import os
+    import signal
+    import sys
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    # a stop signal sent to the whole group (systemd, Ctrl-C) is the server's to handle: it hands
+    # the running job back and then stops this process itself
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="fundalloc-parent-watch", daemon=True).start()
+
+
 class QueueFull(Exception):
     """The bounded queue of solves is full."""
 
@@ -125,10 +154,13 @@ class JobRunner:
         self._lock = threading.Lock()
         self._inflight: dict[str, cf.Future] = {}
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._closing = False
 
     def _executor(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+            import os
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                                initializer=_die_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     @property
@@ -138,6 +170,8 @@ class JobRunner:
 
     def submit(self, plan_id: str, *, force: bool = False) -> cf.Future:
         with self._lock:
+            if self._closing:
+                raise QueueFull("the server is stopping")
             if plan_id in self._inflight:
                 return self._inflight[plan_id]
             if not force and len(self._inflight) >= self.queue_limit:
@@ -154,7 +188,11 @@ class JobRunner:
     def _done(self, plan_id: str, fut: cf.Future) -> None:
         with self._lock:
             self._inflight.pop(plan_id, None)
+        if fut.cancelled():
+            return
         exc = fut.exception()
+        if exc is not None and self._closing:  # stopped by the server's shutdown: handed back, not failed
+            return
         if exc is not None:  # the solver process died (killed, out of memory): record it
             log.error("job %s: solver process failed: %s", plan_id, exc)
             with self._lock:
@@ -165,8 +203,19 @@ class JobRunner:
             except Exception:  # the store is down too: the job stays 'running' until the next start
                 log.exception("job %s: could not record the failure", plan_id)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> list[str]:
+        """Stop taking work and stop the solver processes; returns the jobs that were in flight,
+        for the caller to hand back to the store as resumable (a graceful stop loses no job)."""
         with self._lock:
+            self._closing = True
             pool, self._pool = self._pool, None
+            inflight = sorted(self._inflight)
         if pool is not None:
+            procs = list(getattr(pool, "_processes", {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                if p.is_alive():
+                    p.kill()  # solver processes ignore SIGTERM (see _die_with_parent)
+            for p in procs:
+                p.join(timeout=10)
+        return inflight

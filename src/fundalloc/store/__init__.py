@@ -28,7 +28,7 @@ from ..errors import FundallocError
 from .models import ApiKey, AuditEntry, BatchDay, Blob, FundersVersion, PlanRecord, PlanTable, utcnow
 
 __all__ = ["ApiKey", "AuditEntry", "BatchDay", "Blob", "FundersVersion", "KeyInfo", "PlanRecord", "ROLES",
-           "Store", "StoreError", "default_url"]
+           "Store", "StoreError", "StoreLock", "default_url"]
 
 ROLES = ("viewer", "planner", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
@@ -67,6 +67,69 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+class StoreLock:
+    """One named lock on a store, held by this process (see :meth:`Store.lock`)."""
+
+    def __init__(self, store: "Store", name: str):
+        self.name = name
+        self._conn = None
+        self._fd: int | None = None
+        who = {"serve": "another 'fundalloc serve'", "batch": "another 'fundalloc batch'"}.get(name, "another process")
+        busy = StoreError(f"{who} is using the store {store.redacted_url} (lock '{name}' is held); "
+                          "stop it first, or give this one its own FUNDALLOC_DATABASE_URL")
+        if store.url.startswith("sqlite"):
+            path = store.url.split("///", 1)[-1]
+            if not path or path == ":memory:":
+                return  # a private in-memory database: nobody else can open it
+            import fcntl
+            lock_path = f"{path}.{name}.lock"
+            try:
+                self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot create the lock file {lock_path}: {exc}") from exc
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self._fd)
+                self._fd = None
+                raise busy from None
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
+            return
+        from sqlalchemy import text
+        key = int.from_bytes(hashlib.sha256(f"fundalloc:{name}".encode()).digest()[:8], "big", signed=True)
+        conn = store.engine.connect()
+        try:
+            got = conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            conn.commit()
+        except Exception as exc:
+            conn.close()
+            raise StoreError(f"cannot take the store's lock '{name}': {exc}") from exc
+        if not got:
+            conn.close()
+            raise busy
+        self._conn = conn  # the lock lives as long as this session
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            try:  # the pooled connection outlives close(): end the session, and its lock, for real
+                self._conn.invalidate()
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def __enter__(self) -> "StoreLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def frame_to_parquet(df: pd.DataFrame) -> bytes:
@@ -116,12 +179,35 @@ class Store:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
+        self.check_integrity()
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except Exception as exc:
             raise StoreError(f"cannot migrate the store {self.redacted_url}: {exc}") from exc
+
+    def check_integrity(self) -> None:
+        """Refuse a damaged SQLite file before anything is read from it or written into it
+        (``PRAGMA quick_check``: every page and index entry, without the slower cross-checks)."""
+        if not self.url.startswith("sqlite"):
+            return
+        from sqlalchemy import text
+        try:
+            with self.engine.connect() as conn:
+                rows = [r[0] for r in conn.execute(text("PRAGMA quick_check")).fetchmany(5)]
+        except Exception as exc:
+            raise StoreError(f"the store {self.redacted_url} cannot be read: {exc}") from exc
+        if rows != ["ok"]:
+            raise StoreError(f"the store {self.redacted_url} is damaged (integrity check: {'; '.join(rows)}); "
+                             "restore it from a backup")
+
+    def lock(self, name: str) -> "StoreLock":
+        """Hold the store's lock ``name`` for as long as the returned object lives (or until its
+        :meth:`StoreLock.release`). A second holder is refused at once with a :class:`StoreError`:
+        a PostgreSQL advisory lock on its own connection, or an ``flock`` on a file beside an SQLite
+        database. Both vanish with the process that holds them, however it ends."""
+        return StoreLock(self, name)
 
     def session(self) -> Session:
         return self._session()
@@ -252,6 +338,13 @@ class Store:
                 rec.status = "failed"
                 rec.finished_at = utcnow()
                 rec.error = {"reason": reason, "problems": problems or []}
+
+    def release_job(self, plan_id: str) -> None:
+        """Hand a running job back (the server is stopping): queued again, and this attempt does
+        not count against ``max_attempts``."""
+        with self.session() as s, s.begin():
+            s.execute(update(PlanRecord).where(PlanRecord.id == plan_id, PlanRecord.status == "running")
+                      .values(status="queued", attempts=PlanRecord.attempts - 1))
 
     def unfinished(self) -> list[PlanRecord]:
         with self.session() as s:
