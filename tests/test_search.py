@@ -33,7 +33,7 @@ def starved(request):
 
 
 def _context(inst) -> Context:
-    return Context(inst, inst, PlanOptions(), get_backend("highs"), Clock(1e9), Work(20_000_000))
+    return Context(inst, inst, PlanOptions(), get_backend("highs"), Clock(1e9), Work(100_000_000))
 
 
 def _prices(sc, rows) -> Prices:
@@ -95,6 +95,7 @@ def test_exchanges_and_chains_hold_every_limit_and_never_raise_the_cost(starved)
     assert not len(rows.broken(worse))
     prices = _prices(sc, rows)
     for start in (p.route_index, worse):
+        ctx = _context(inst)  # a budget of its own for each start
         st = PlanState(rows, start)
         ex = Exchange(ctx, st, prices, np.ones(inst.n, dtype=bool))
         ex.run(10 ** 6)

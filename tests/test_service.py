@@ -265,14 +265,17 @@ def test_bad_uploads_are_422_with_a_pointer_and_store_nothing(svc):
 
 
 def test_size_and_row_limits_answer_413(svc, tmp_path):
-    _, keys, _ = svc
-    url = svc[2].url
+    # a server of its own: one store takes one server (the module's holds its store's lock)
+    url = make_store_url("sqlite" if svc[2].url.startswith("sqlite") else "postgresql", tmp_path)
+    store = Store(url)
+    store.migrate()
+    planner = store.create_key("planner")[1]
     app = create_app(Settings.from_env({}, database_url=url, max_rows=2, max_upload_bytes=5000))
     with TestClient(app) as small:
-        r = post_plan(small, keys["planner"], files_of("cap_binds"), new=True)  # 3 loans > 2
+        r = post_plan(small, planner, files_of("cap_binds"), new=True)  # 3 loans > 2
         assert r.status_code == 413 and "FUNDALLOC_MAX_ROWS" in r.json()["message"]
         big = {"originations": ("o.csv", b"x" * 6000), "funders": ("f.yaml", b"{}")}
-        r = post_plan(small, keys["planner"], big)
+        r = post_plan(small, planner, big)
         assert r.status_code == 413 and r.json()["error"] == "too_large"
 
 

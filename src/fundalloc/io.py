@@ -59,11 +59,10 @@ def restore_csv_text(table: pa.Table) -> pa.Table:
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
-    """A frame as neutralised CSV bytes (Arrow's writer; floats in shortest round-trip form)."""
-    sink = pa.BufferOutputStream()
+    """A frame as neutralised CSV bytes, in pandas' dialect (the API's download: quotes only
+    where a value needs them)."""
     table = neutralise_csv_text(pa.Table.from_pandas(df, preserve_index=False))
-    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
-    return sink.getvalue().to_pybytes()
+    return table.to_pandas(types_mapper=_types_mapper).to_csv(index=False).encode()
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> None:
@@ -117,6 +116,8 @@ def count_rows(path: str | Path) -> int:
         if p.stat().st_size == 0:
             return 0
         names = table_columns(p)
+        if not names:
+            return 0
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in names})
         n = 0
         with pacsv.open_csv(p, convert_options=convert) as reader:

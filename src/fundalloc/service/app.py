@@ -496,7 +496,10 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
             paths[name].write_bytes(up[1])
             shown[str(paths[name])] = f"{name} ({fname})"
             if name != "funders":  # rows counted from the file's metadata or a stream, before decoding
-                rows = count_rows(paths[name])
+                try:
+                    rows = count_rows(paths[name])
+                except InputError:
+                    continue  # the reader below reports what is wrong with the file, with its name
                 if rows > cfg.max_rows:
                     raise ApiError(413, "too_many_rows", f"{name}: {rows:,} rows is over the limit of "
                                                          f"{cfg.max_rows:,} (FUNDALLOC_MAX_ROWS)")
