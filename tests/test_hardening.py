@@ -572,3 +572,24 @@ def test_item13_a_second_server_on_the_same_store_is_refused(tmp_path, kind):
         assert "another 'fundalloc serve'" in (tmp_path / "second.log").read_text()
     finally:
         first.stop()
+
+
+def test_item5_a_connection_that_never_sends_a_request_head_is_closed(tmp_path):
+    import socket
+    from live import LiveServer
+    from fundalloc.service.protocol import HEAD_TIMEOUT
+    server = LiveServer(f"sqlite:///{tmp_path / 'fa.db'}", tmp_path / "server.log").start()
+    try:
+        closed = []
+        for payload in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"):  # nothing, and a head never finished
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(payload)
+            s.settimeout(HEAD_TIMEOUT * 4)  # a safety stop for the test, not a measured speed
+            try:
+                closed.append(s.recv(100) == b"")
+            except socket.timeout:
+                closed.append(False)
+            s.close()
+        assert closed == [True, True]
+    finally:
+        server.stop()

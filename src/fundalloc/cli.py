@@ -286,7 +286,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "  fundalloc keys create --role admin\n"
               f"(store: {store.redacted_url})", file=sys.stderr)
     store.dispose()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    from .service.protocol import HeadTimeoutProtocol
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                http=HeadTimeoutProtocol, timeout_keep_alive=5)
     return EXIT_OK
 
 

@@ -6,7 +6,8 @@ fill. The LP's duals price every row, and a plan's gap to the bound splits into 
 binding rows (at those prices) and reduced-cost losses of loans off their cheapest route. So:
 
 1. **starts** — the warm start's plans that still hold every row (a what-if's base, a sweep's
-   earlier points), and the LP's rounding (:mod:`.start`);
+   earlier points), the LP's rounding (:mod:`.start`), and on days of up to ``FFD_LOANS`` loans
+   first-fit decreasing, repaired to hold every row;
 2. **exact** — a small day is also one whole-loan MIP (:mod:`.exact`), which proves its plan
    optimal among whole loans or bounds every whole-loan plan from below;
 3. **relocate** — each loan worth moving onto its cheapest route with room, over every route
@@ -31,7 +32,9 @@ from ..context import Context
 from ..incumbent import Incumbent
 from ..lagrange import Pricing, lagrangian
 from ..obligor import LazyObligor
+from ...greedy import first_fit_decreasing
 from ..refine import Relaxation
+from ..repair import repair
 from ..restricted import FixedSums
 from ..rows import Rows
 from ..split import Split
@@ -55,6 +58,8 @@ class SearchResult:
 
 # beyond this many loans the exchange search prices only the loans worth moving
 FULL_UNIVERSE = 300_000
+# up to this many loans the search also starts from first-fit decreasing
+FFD_LOANS = 20_000
 
 
 def _universe(ctx: Context, sp: Split, pricing: Pricing, route: np.ndarray) -> np.ndarray:
@@ -97,6 +102,14 @@ def search(ctx: Context, relax: Relaxation, sp: Split, cls: np.ndarray, sums: Fi
     movable = np.ones(ctx.full.n, dtype=bool)  # (the exchange checks every obligor row exactly)
     incumbent.offer(lp_rounding(ctx, sp, sums, lazy, rows, prices, target), "lp_rounding")
     ctx.clock.lap("rounding")
+    if rows.inst.n <= FFD_LOANS and not incumbent.within(tol):
+        # packing days (identical funders whose caps whole loans can fill) are where rounding an
+        # LP is weakest and first-fit decreasing strongest: its plan, repaired to hold every row,
+        # is offered too, so the search never ends behind it
+        ffd, _ = repair(rows, first_fit_decreasing(rows.inst))
+        ctx.work.charge("ffd", rows.inst.n * rows.inst.R)
+        incumbent.offer(ffd, "first_fit_decreasing")
+        ctx.clock.lap("ffd")
     universe = prices.universe
     if not incumbent.within(tol):
         moved = PlanState(rows, incumbent.route)
