@@ -110,7 +110,7 @@ class StoreLock:
         if not got:
             conn.close()
             raise busy
-        self._conn = conn  # the lock lives as long as this session
+        self._conn = conn  # the advisory lock lives as long as this database connection
 
     def release(self) -> None:
         if self._fd is not None:
