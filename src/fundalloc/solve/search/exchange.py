@@ -71,11 +71,6 @@ class Exchange:
         # each universe loan's two cheapest alternatives by reduced cost, fixed for the search
         rc = prices.rc
         self.alt = np.argsort(rc, axis=1, kind="stable")[:, :3]
-        # a row's excess in currency (a weighted-average row's is in currency x field units)
-        self.weight = np.ones(self.rows.m)
-        wa = self.rows.families[3]
-        if wa.m:
-            self.weight[wa.offset:wa.offset + wa.m] = 1.0 / np.maximum(np.abs(wa.bound), 1e-3)
         # row -> (route, local index in that route's rows)
         self.local: dict[int, tuple[int, int]] = {}
         for r in range(R):
@@ -197,11 +192,9 @@ class Exchange:
                 D[np.ix_(sel, np.searchsorted(touched, u))] = d.T
         return touched, D
 
-    def _compound(self, cl: np.ndarray, cd: np.ndarray, nf: int, k: int, mend: bool = False):
+    def _compound(self, cl: np.ndarray, cd: np.ndarray, nf: int, k: int):
         """Singles and pairs of the candidate moves ``cl -> cd`` (pairs: one of the first ``nf`` with
-        any other), ranked best first. To improve (``mend`` false): every row must hold, ranked by
-        the objective's fall. To mend: the plan's total excess over its limits must fall, ranked by
-        the objective's rise per unit of excess removed."""
+        any other) that hold every row, ranked by the objective's fall, best first."""
         st, inst = self.state, self.inst
         from ..rows import loan_cost
         touched, D = self._dense(cl, cd)
@@ -210,26 +203,6 @@ class Exchange:
         # moves x rows built, pairs x rows checked, and the call itself
         self.ctx.work.charge("exchange", CALL + D.size + nf * len(cl) * max(1, len(touched)))
         options: list[tuple[float, tuple[int, ...]]] = []
-        if mend:
-            w = self.weight[touched]
-            over0 = np.maximum(-slack, 0.0) @ w
-
-            def drop(tot: np.ndarray) -> np.ndarray:  # excess removed (weighted)
-                return over0 - np.maximum(tot - slack, 0.0) @ w
-
-            v1 = drop(D)
-            for j in np.flatnonzero(v1 > 1e-9):
-                options.append((-float(gain[j]) / float(v1[j]), (int(j),)))
-            if nf:
-                v2 = drop(D[:nf, None, :] + D[None, :, :])
-                ok = (v2 > 1e-9) & (cl[:nf, None] != cl[None, :])
-                a, b = np.nonzero(ok)
-                if len(a):
-                    score = -(gain[a] + gain[b]) / v2[a, b]
-                    for t in np.lexsort((b, a, score))[:64]:
-                        options.append((float(score[t]), (int(a[t]), int(b[t]))))
-            options.sort()
-            return options
         reach = np.abs(D).max(axis=0) if len(D) else np.zeros(len(touched))
         tight = np.flatnonzero(slack < 2 * reach + TOL)
         loose = np.setdiff1d(np.arange(len(touched)), tight)
@@ -265,55 +238,6 @@ class Exchange:
             trial = self.state.try_moves(ml, md)
             if trial.feasible and trial.delta_objective < -1e-9:
                 return ml, md, trial
-        return None
-
-    def mend(self, max_moves: int) -> bool:
-        """Bring a plan that breaks rows back within them by the moves that cost least per unit
-        of excess removed (a loan to its next cheapest route rather than to unfunded; a pair
-        when one move alone would break another row), one broken row at a time; no move breaks
-        a row that holds. Returns whether every row holds."""
-        st, rows = self.state, self.rows
-        tried = np.zeros(rows.m, dtype=bool)
-        moves = 0
-        while moves < max_moves and not self.ctx.clock.expired():
-            excess = st.act - rows.rhs
-            bad = np.flatnonzero((excess > TOL / 10) & ~tried)
-            if not len(bad):
-                break
-            k = int(bad[np.argmax(excess[bad] * np.maximum(self.prices.price[bad], 1e-3))])
-            if k != self.platform_row and k not in self.local:
-                tried[k] = True
-                continue
-            found = self._mend_move(k, float(excess[k]))
-            if found is None:
-                tried[k] = True
-                continue
-            ml, md, _ = found
-            frm = st.route[ml]
-            st.apply(ml, md)
-            moves += len(ml)
-            for r in set(frm.tolist()) | set(md.tolist()):
-                if r < self.R:
-                    tried[rows.route_rows[r]] = False
-        self.ctx.count("mend_moves", moves)
-        return not (st.act - rows.rhs > TOL / 10).any()
-
-    def _mend_move(self, k: int, excess: float):
-        """The single move or pair that lowers row ``k``'s excess at the least cost per unit removed."""
-        loans, dest, dk, loss = self._moves_for(k)
-        down = np.flatnonzero(dk < -1e-12)
-        if not len(down):
-            return None
-        removed = np.minimum(-dk[down], excess)
-        first = down[np.argsort(loss[down] / removed, kind="stable")][:self.fills]
-        # partners: any cheap move (it may make the room the first move needs elsewhere)
-        rest = np.setdiff1d(np.arange(len(loans)), first)
-        partners = rest[np.argsort(loss[rest], kind="stable")][:self.counters]
-        cand = np.concatenate([first, partners])
-        cl, cd = loans[cand], dest[cand]
-        for _, js in self._compound(cl, cd, len(first), k, mend=True)[:8]:
-            ml, md = cl[list(js)], cd[list(js)]
-            return ml, md, None
         return None
 
     def loss_move(self, i: int):
