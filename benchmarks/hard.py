@@ -4,7 +4,8 @@
                               [--save results.json] [--baseline benchmarks/hard_baseline.json]
 
 Seeded days from ``fixtures/hard.py``: capacity-starved (2k and 20k loans), tight (20k and 100k),
-minimum-heavy (20k), single-route sales (441 and 20k loans), identical funders whose caps whole
+minimum-heavy (20k), diversified days (funder and group shares of the day, a group cap; 20k
+and 100k, beside the same 100k day without them), single-route sales (441 and 20k loans), identical funders whose caps whole
 loans can fill exactly (subset-sum days and Falkenauer-style triplets), the 10-loan day, and the
 paced days of the month benchmark (``fixtures/month.py``, run through the batch with look-ahead
 pacing). Per case: time, gap to the LP bound, status, the share of the gap that is slack left in
@@ -53,9 +54,12 @@ def cases(quick: bool) -> dict[str, callable]:
         "triplets 20": lambda: hard.triplets(20, 3),
         "triplets 100": lambda: hard.triplets(100, 5),
         "ten loans": lambda: hard.ten_loans(),
+        "realistic 100k": lambda: hard.realistic(100_000, 3),
+        "diversified 20k": lambda: hard.diversified(20_000, 3),
+        "diversified 100k": lambda: hard.diversified(100_000, 3),
     }
     if quick:
-        for k in ("tight 100k", "single route 20k", "triplets 100"):
+        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k"):
             out.pop(k)
     return out
 

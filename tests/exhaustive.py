@@ -4,7 +4,8 @@ Written from model.md alone, independently of the engine: each assignment is one
 ``options ** n`` table (in chunks), every hard limit is checked on every row, and the cheapest
 feasible row wins (ties: the first in enumeration order). Covers daily maximums, facility
 headroom, concentration (both bases, ``per`` columns), weighted averages, obligor limits with
-exposures, platform capacity and soft daily minimums. Practical up to about 5 million
+exposures, platform capacity, soft daily minimums and diversification (funders' and groups'
+shares of the day, groups' caps). Practical up to about 5 million
 assignments (e.g. 12 loans over 2 routes, 9 loans over 4).
 """
 
@@ -166,6 +167,18 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                 ok &= es + seg <= alpha * (E + A[:, r]) + TOL
             else:
                 ok &= seg <= alpha * A[:, r] + TOL
+        # diversification: a funder's or a group's share of the day's funded principal, a group's cap
+        day = np.where(choice < R, p[None, :], 0.0).sum(axis=1)
+        if plat.max_funder_share is not None:
+            for r in range(R - 1):
+                ok &= A[:, r] <= plat.max_funder_share * day + TOL
+        index = {f.id: r for r, f in enumerate(fs)}
+        for g in terms.groups:
+            tot = A[:, [index[m] for m in g.members]].sum(axis=1)
+            if g.daily_max is not None:
+                ok &= tot <= g.daily_max + TOL
+            if g.max_share_of_day is not None:
+                ok &= tot <= g.max_share_of_day * day + TOL
         obj = np.where(ok, obj, np.inf)
         k = int(np.argmin(obj))
         if obj[k] < best - 1e-12:

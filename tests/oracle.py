@@ -127,4 +127,14 @@ def _objective(rows, combo, terms, F, exp) -> float:
                 return math.inf
         if f.daily_min:
             short += f.shortfall_fee * max(0.0, f.daily_min - a)
+    # diversification: shares of the day's funded principal, groups' caps
+    day = sum(row["principal"] for row, rid in zip(rows, combo) if rid is not None)
+    if plat.max_funder_share is not None and any(a > plat.max_funder_share * day + 1e-9 for a in A.values()):
+        return math.inf
+    for g in terms.groups:
+        total = sum(A[m] for m in g.members)
+        if g.daily_max is not None and total > g.daily_max + 1e-9:
+            return math.inf
+        if g.max_share_of_day is not None and total > g.max_share_of_day * day + 1e-9:
+            return math.inf
     return total_cost + plat.unfunded_penalty * unfunded + short

@@ -186,7 +186,7 @@ def test_state_after_day_n_equals_state_rebuilt_from_the_stored_plans(store, tmp
     assert bank_b["outstanding"] == pytest.approx(2_000_000 + prev3.carried.get("bank_b", 0.0), abs=0.01)
 
 
-@pytest.mark.parametrize("pacing", ["lookahead", "even", "none"])
+@pytest.mark.parametrize("pacing", ["lookahead", pytest.param("even", marks=pytest.mark.slow), "none"])
 def test_monthly_quota_holds_over_the_month(pacing, tmp_path):
     store = Store(make_store_url("sqlite", tmp_path))
     store.migrate()

@@ -202,7 +202,9 @@ def test_item5_security_headers_and_anonymous_requests_cannot_grow_the_audit_tab
 
 
 # ------------------------------------------------------------------------------------------ 6. many routes
-@pytest.mark.parametrize("routes", [57, 64, 65, 128, 1000])
+# 65 routes (past a 64-bit word) in the default run; the rest, up to 1,000, with the slow tests
+@pytest.mark.parametrize("routes", [pytest.param(57, marks=pytest.mark.slow), pytest.param(64, marks=pytest.mark.slow), 65,
+                                    pytest.param(128, marks=pytest.mark.slow), pytest.param(1000, marks=pytest.mark.slow)])
 def test_item6_any_number_of_routes_plans(tmp_path, capsys, routes):
     rng = np.random.default_rng(routes)
     n = 120

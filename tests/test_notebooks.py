@@ -18,7 +18,9 @@ def test_three_notebooks_are_shipped_without_outputs():
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{p.name} has outputs in git"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# the daily plan in the default run; the what-if and stress notebooks (a minute each) with the slow tests
+@pytest.mark.parametrize("path", [p if p.stem == "01_daily_plan" else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_notebook_executes_and_draws(path):
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()

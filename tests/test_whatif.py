@@ -87,6 +87,7 @@ def test_a_warm_plan_that_breaks_the_new_limits_is_not_reused(day, base):
     assert row["value"] <= top["value"] * 0.8 + 0.01
 
 
+@pytest.mark.slow
 def test_sweep_is_monotone_in_platform_capital(day, base):
     cap = day.terms.platform.daily_capacity
     table = fa.sweep(day, "platform.daily_capacity", [cap * 0.8, cap, cap * 1.2], warm=base, **FAST)
@@ -96,6 +97,7 @@ def test_sweep_is_monotone_in_platform_capital(day, base):
     assert (table["shadow_price"] <= 1e-9).all()
 
 
+@pytest.mark.slow
 def test_a_sweep_point_is_never_dearer_than_an_earlier_plan_that_holds_there(day, base):
     # capital rising: every earlier plan (and the base, planned at cap) holds every limit of the
     # later points, so each point costs at most what the cheapest of them costs

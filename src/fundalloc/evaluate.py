@@ -58,16 +58,17 @@ def obligor_values(inst: Instance, route: np.ndarray, rows: Rows | None = None) 
 
 def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.DataFrame:
     """Every row's value, limit, slack and excess, in the order of the plan's ``constraints.csv``:
-    per funder its caps and soft minimum, then concentration, weighted averages, obligor rows and
-    the platform's capital."""
+    per funder its caps and soft minimum, then concentration, weighted averages, obligor rows,
+    diversification (funders' and groups' shares of the day, groups' caps) and the platform's
+    capital."""
     rows = rows if rows is not None else Rows.build(inst)
     idx = RouteIndex.of(inst, route)
     A = idx.totals
-    daily, facility, conc, wa, plat, ob = rows.families
+    daily, facility, conc, wa, plat, groups, ob = rows.families
     recs: list[dict] = []
 
-    def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True):
-        recs.append({"constraint": constraint, "funder_id": inst.route_ids[r], "kind": kind,
+    def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True, who=None):
+        recs.append({"constraint": constraint, "funder_id": inst.route_ids[r] if who is None else who, "kind": kind,
                      "value": value, "limit": limit, "slack": slack, "excess": excess,
                      "route": r, "ref": ref, "hard": hard, "note": note})
 
@@ -110,6 +111,17 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
         for j, o in enumerate(inst.obligor_rows):
             val = float(o.existing + used[j])
             add(ob.label[j], o.route, "obligor", val, o.limit, o.limit - val, val - o.limit, j)
+    if groups.m:
+        D = groups.funded(idx)
+        AG = groups.group_amounts(idx)
+        for k, g in enumerate(inst.groups):
+            excess = float(AG[k] - g.alpha * D - g.cap)
+            if g.kind == "group_max":
+                add(g.label, -1, g.kind, float(AG[k]), g.cap, g.cap - float(AG[k]), excess, k, who=g.name)
+            else:  # a share of the day's funded principal
+                share = float(AG[k] / D) if D > 0 else 0.0
+                add(g.label, g.members[0] if g.kind == "funder_share" else -1, g.kind, share, g.alpha,
+                    g.alpha - share, excess, k, who=g.name)
     if plat.m:
         used_p = float(plat.activity(idx)[0])
         add(plat.label[0], inst.R - 1, "platform_capacity", used_p, inst.platform_capacity,

@@ -13,7 +13,8 @@ Variables (columns), in this order:
   pairs exist; sparsity is built from the eligibility masks, never a dense grid);
 - ``t[u, unfunded]`` in [0, 1];
 - ``A[f]`` >= 0: funder ``f``'s total funder amount today (one per funder);
-- ``z[f]`` in [0, daily_min]: shortfall below a soft daily minimum.
+- ``z[f]`` in [0, daily_min]: shortfall below a soft daily minimum;
+- ``D`` >= 0: the day's funded principal, present only when a share-of-day limit needs it.
 
 Rows are built one family at a time; each family's docstring carries its inequality.
 """
@@ -41,6 +42,10 @@ class RowKind(StrEnum):
     WA_MAX = "weighted_average_max"
     OBLIGOR = "obligor"
     PLATFORM_CAPACITY = "platform_capacity"
+    FUNDED = "funded"
+    FUNDER_SHARE = "funder_share"
+    GROUP_SHARE = "group_share"
+    GROUP_MAX = "group_max"
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +122,7 @@ class Problem:
     total_col: np.ndarray  # per funder route: column of A[f]
     shortfall_col: np.ndarray  # per funder route: column of z[f], or -1
     offset: float = 0.0
+    funded_col: int = -1  # column of D, the day's funded principal (-1: not in the model)
 
     @property
     def n_cols(self) -> int:
@@ -145,6 +151,10 @@ class _Cols:
         self.shortfall = np.full(F, -1, dtype=np.int64)
         self.shortfall[has_min] = self.n_pairs + self.U + F + np.arange(has_min.sum())
         self.n = self.n_pairs + self.U + F + int(has_min.sum())
+        self.funded = -1
+        if inst.has_funded_total:
+            self.funded = self.n
+            self.n += 1
         # pair indices grouped by route, for families that touch one route
         order = np.argsort(self.pair_route, kind="stable")
         bounds = np.searchsorted(self.pair_route[order], np.arange(inst.R + 1))
@@ -323,9 +333,48 @@ def define_platform_capacity(inst: Instance, units: Units, cols: _Cols) -> Block
                   [f"platform_capacity:{inst.route_ids[inst.platform_route]}"])
 
 
+def define_funded(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """The day's funded principal: ``D - sum_f A_f / s_f - sum_u P_u t[u,platform] = 0`` (a funder's
+    principal is its amount over its share), present when a share-of-day limit needs ``D``."""
+    if cols.funded < 0:
+        return _block(RowKind.FUNDED, [], [], [], [], [], [], [], [])
+    F = inst.R - 1
+    plat = cols.by_route[inst.platform_route]
+    cc = np.concatenate([[cols.funded], cols.total, plat])
+    vals = np.concatenate([[1.0], -1.0 / inst.share[:F], -units.P[cols.pair_unit[plat]]])
+    return _block(RowKind.FUNDED, np.zeros(len(cc)), cc, vals, [0.0], [0.0], [-1], [0], ["funded"])
+
+
+def define_groups(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Diversification: ``sum_{f in G} A_f - alpha_G D <= cap_G`` for every funder under the
+    platform's ``max_funder_share`` (``G = {f}``, ``cap = 0``) and every group's share of the day
+    (``cap = 0``) and daily maximum (``alpha = 0``)."""
+    if not inst.groups:
+        return _block(RowKind.GROUP_MAX, [], [], [], [], [], [], [], [])
+    rows, cc, vals = [], [], []
+    for k, g in enumerate(inst.groups):
+        rows += [k] * len(g.members)
+        cc += [int(cols.total[r]) for r in g.members]
+        vals += [1.0] * len(g.members)
+        if g.alpha > 0:
+            rows.append(k)
+            cc.append(cols.funded)
+            vals.append(-g.alpha)
+    m = len(inst.groups)
+    route = [g.members[0] if g.kind == "funder_share" else -1 for g in inst.groups]
+    return _block(RowKind.GROUP_MAX, rows, cc, vals, np.full(m, -np.inf), [g.cap for g in inst.groups],
+                  route, np.arange(m), [g.label for g in inst.groups])
+
+
 FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_headroom,
             define_daily_min, define_concentration, define_weighted_average, define_obligor,
-            define_platform_capacity)
+            define_platform_capacity, define_funded, define_groups)
+
+
+def _kinds(inst: Instance, b: Block) -> np.ndarray:
+    if b.kind == RowKind.GROUP_MAX:  # the diversification block holds three kinds of row
+        return np.array([inst.groups[j].kind for j in b.ref], dtype=object)
+    return np.full(b.m, b.kind.value, dtype=object)
 
 
 def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
@@ -350,7 +399,7 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     A.sum_duplicates()
     A.sort_indices()
     rows = pd.DataFrame({
-        "kind": np.concatenate([np.full(b.m, b.kind.value, dtype=object) for b in blocks]) if blocks else [],
+        "kind": np.concatenate([_kinds(inst, b) for b in blocks]) if blocks else [],
         "route": np.concatenate([b.route for b in blocks]),
         "ref": np.concatenate([b.ref for b in blocks]),
         "label": [lab for b in blocks for lab in b.label],
@@ -368,6 +417,8 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     col_hi = np.ones(cols.n)
     col_hi[cols.total] = np.inf
     col_hi[cols.shortfall[has_min]] = inst.daily_min[:F][has_min]
+    if cols.funded >= 0:
+        col_hi[cols.funded] = float(units.P.sum())
     if allowed is not None:
         col_hi[:cols.n_pairs] = np.where(allowed[pu, pr], col_hi[:cols.n_pairs], 0.0)
     integer = np.zeros(cols.n, dtype=bool)
@@ -385,7 +436,7 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
         c=c, A=A, col_lo=col_lo, col_hi=col_hi,
         row_lo=np.concatenate([b.lo for b in blocks]), row_hi=np.concatenate([b.hi for b in blocks]),
         integer=integer, rows=rows, pair_unit=pu, pair_route=pr, n_units=U,
-        total_col=cols.total, shortfall_col=cols.shortfall,
+        total_col=cols.total, shortfall_col=cols.shortfall, funded_col=cols.funded,
     )
 
 
@@ -412,5 +463,6 @@ def drop_fixed_columns(problem: Problem) -> tuple[Problem, np.ndarray, np.ndarra
         rows=problem.rows, pair_unit=problem.pair_unit, pair_route=problem.pair_route,
         n_units=problem.n_units, total_col=moved(problem.total_col), shortfall_col=moved(problem.shortfall_col),
         offset=problem.offset + float(problem.c @ xf),
+        funded_col=int(moved(np.array([problem.funded_col]))[0]),
     )
     return small, keep, xf

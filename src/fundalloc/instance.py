@@ -95,6 +95,38 @@ class ObligorRow:
 
 
 @dataclass(frozen=True, eq=False)
+class GroupRow:
+    """One diversification row over several funders: ``sum_{f in G} A_f <= alpha * D + cap``, with
+    ``D`` the day's funded principal. A share row has ``cap = 0``, a cap row ``alpha = 0``; the
+    platform's ``max_funder_share`` gives one share row per funder (a group of one)."""
+
+    kind: str  # "funder_share", "group_share" or "group_max"
+    name: str  # the funder's id (funder_share) or the group's name
+    members: tuple[int, ...]  # routes
+    alpha: float
+    cap: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def _group_rows(terms: Terms) -> tuple[GroupRow, ...]:
+    index = {f.id: r for r, f in enumerate(terms.funders)}
+    out: list[GroupRow] = []
+    x = terms.platform.max_funder_share
+    if x is not None:
+        out += [GroupRow("funder_share", f.id, (r,), float(x), 0.0) for r, f in enumerate(terms.funders)]
+    for g in terms.groups:
+        members = tuple(sorted(index[m] for m in g.members))
+        if g.daily_max is not None:
+            out.append(GroupRow("group_max", g.name, members, 0.0, float(g.daily_max)))
+        if g.max_share_of_day is not None:
+            out.append(GroupRow("group_share", g.name, members, float(g.max_share_of_day), 0.0))
+    return tuple(out)
+
+
+@dataclass(frozen=True, eq=False)
 class Instance:
     """The day's problem as arrays. Immutable; the engine never changes it."""
 
@@ -123,6 +155,12 @@ class Instance:
     breaches: tuple[dict[str, Any], ...]
     digest: str
     closed: dict[str, str] = field(default_factory=dict)  # route id -> reason it takes nothing
+    groups: tuple[GroupRow, ...] = ()  # diversification rows over several funders
+
+    @property
+    def has_funded_total(self) -> bool:
+        """Whether a row needs the day's funded principal ``D`` (a share-of-day limit)."""
+        return any(g.alpha > 0 for g in self.groups)
 
     @property
     def n(self) -> int:
@@ -408,6 +446,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures), closed=closed,
+        groups=_group_rows(terms),
     )
 
 

@@ -151,6 +151,10 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd
     by_route: dict[int, list[str]] = {}
     for r, grp in binding.groupby("route"):
         by_route[int(r)] = list(grp["constraint"])
+    for row in binding.itertuples(index=False):  # a group's limit binds on each of its members
+        if row.kind in ("group_share", "group_max"):
+            for m in inst.groups[int(row.ref)].members:
+                by_route.setdefault(int(m), []).append(row.constraint)
     el = inst.elig[unf]
     keys, inverse = np.unique(np.packbits(el, axis=1), axis=0, return_inverse=True)
     texts = [""]
@@ -164,7 +168,7 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd
             lim = [c for c in by_route.get(int(r), [])] + (
                 by_route.get(R - 1, []) if r != R - 1 and inst.platform_share[r] > 0 else [])
             lim = [c for c in lim if c.startswith(("daily_max", "facility", "concentration", "weighted",
-                                                    "obligor", "platform"))]
+                                                    "obligor", "platform", "funder_share", "group"))]
             parts.append(f"{inst.route_ids[r]} ({', '.join(lim) if lim else 'no capacity left at optimum'})")
         texts.append("eligible routes at binding limits: " + "; ".join(parts))
     codes[unf] = 1 + inverse.ravel()
@@ -200,6 +204,8 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
             shadow[i] = y * base
         elif row.kind.startswith("weighted_average"):
             shadow[i] = y * A_lp[r]
+        elif row.kind in ("funder_share", "group_share"):  # per unit of share of the day's principal
+            shadow[i] = y * solved.funded_lp
         else:
             shadow[i] = y
         binding[i] = abs(y) > 1e-12 or _tight(row)

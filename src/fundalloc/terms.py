@@ -275,8 +275,30 @@ class Platform(_Strict):
     max_bank_share: float = Field(default=0.70, gt=0, le=1)
     unfunded_penalty: float = Field(default=1.0, gt=0)
     eligibility: dict[str, Rule] = Field(default_factory=dict)
+    #: funder diversification: no funder's amount above this share of the day's funded principal
+    max_funder_share: float | None = Field(default=None, gt=0, le=1)
 
     _parse_elig = field_validator("eligibility", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+
+class Group(_Strict):
+    """Funders that share limits (all state banks, one servicer's pools, all ABS warehouses):
+    a cap on their total funder amount today and/or on its share of the day's funded principal."""
+
+    name: str = Field(min_length=1)
+    _check_name = field_validator("name")(lambda cls, v: check_id(v, "group name"))
+    members: tuple[str, ...] = Field(min_length=1)
+    daily_max: NonNegative | None = None
+    max_share_of_day: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _limits(self) -> "Group":
+        if self.daily_max is None and self.max_share_of_day is None:
+            raise ValueError("a group needs 'daily_max' and/or 'max_share_of_day'")
+        dup = sorted({m for m in self.members if self.members.count(m) > 1})
+        if dup:
+            raise ValueError(f"members repeat: {dup}")
+        return self
 
 
 class Terms(_Strict):
@@ -284,6 +306,7 @@ class Terms(_Strict):
 
     platform: Platform
     funders: tuple[Funder, ...] = ()
+    groups: tuple[Group, ...] = ()
     as_of: dt.date | None = None  # the day the balances (outstanding) were taken; the batch adds later days
 
     _as_of = field_validator("as_of", mode="before")(lambda cls, v: _iso_date(v))
@@ -306,6 +329,16 @@ class Terms(_Strict):
             raise ValueError(
                 f"funder id '{self.platform.id}' is the platform's id; give the funder another id"
             )
+        names = [g.name for g in self.groups]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate group names: {dup}")
+        known = set(ids)
+        for g in self.groups:
+            unknown = [m for m in g.members if m not in known]
+            if unknown:
+                raise ValueError(f"group '{g.name}' names members that are not funders: {unknown}"
+                                 + (" (the platform cannot be a member)" if self.platform.id in unknown else ""))
         return self
 
     @property
@@ -319,11 +352,23 @@ class Terms(_Strict):
         return cols
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return json.dumps(_without_unset_extensions(self.model_dump(mode="json")), sort_keys=True,
+                          separators=(",", ":"))
 
     def document(self) -> dict[str, Any]:
         """The contract's document form (what a YAML file of these terms would hold)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        return _without_unset_extensions(self.model_dump(mode="json", exclude_none=True))
+
+
+def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
+    """Terms written before groups and diversification existed keep their canonical form (and so
+    their digest): the later keys appear only when they are set."""
+    if not doc.get("groups"):
+        doc.pop("groups", None)
+    plat = doc.get("platform", {})
+    if plat.get("max_funder_share") is None:
+        plat.pop("max_funder_share", None)
+    return doc
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -464,6 +509,7 @@ __all__ = [
     "Concentration",
     "Funder",
     "FunderKind",
+    "Group",
     "ID_PATTERN",
     "InRule",
     "NotInRule",

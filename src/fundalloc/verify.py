@@ -234,6 +234,28 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
             for bid, val in over.items():
                 rep.add("obligor", f.id, f"borrower {bid}: {val:,.2f} > {f.obligor_limit:,.2f}", val - f.obligor_limit)
 
+    # diversification: no funder, and no group of funders, above its share of the day's funded
+    # principal; a group's total within its daily maximum
+    day = float(p[funded].sum())
+    if plat.max_funder_share is not None:
+        for f in terms.funders:
+            rep.checked += 1
+            Af = float(A.get(f.id, 0.0))
+            if Af > plat.max_funder_share * day + TOL:
+                rep.add("funder_share", f.id, f"{Af:,.2f} > {plat.max_funder_share} x the day's "
+                                              f"{day:,.2f}", Af - plat.max_funder_share * day)
+    for g in terms.groups:
+        AG = float(sum(float(A.get(m, 0.0)) for m in g.members))
+        if g.daily_max is not None:
+            rep.checked += 1
+            if AG > g.daily_max + TOL:
+                rep.add("group_max", g.name, f"{AG:,.2f} > {g.daily_max:,.2f}", AG - g.daily_max)
+        if g.max_share_of_day is not None:
+            rep.checked += 1
+            if AG > g.max_share_of_day * day + TOL:
+                rep.add("group_share", g.name, f"{AG:,.2f} > {g.max_share_of_day} x the day's {day:,.2f}",
+                        AG - g.max_share_of_day * day)
+
     if plat.daily_capacity is not None:
         rep.checked += 1
         used = float(b.sum() + p[route == plat.id].sum())

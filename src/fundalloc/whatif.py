@@ -86,6 +86,9 @@ def scenario_terms(terms: Terms, *, funders: dict[str, dict[str, Any]] | None = 
     if problems:
         raise InputError(problems)
     doc["funders"] = [f for f in doc["funders"] if f["id"] not in removed] + [copy.deepcopy(f) for f in add]
+    # a removed funder leaves its groups too; a group left with no member goes with it
+    groups = [{**g, "members": [m for m in g["members"] if m not in removed]} for g in doc.get("groups", [])]
+    doc["groups"] = [g for g in groups if g["members"]]
     doc["platform"].update(copy.deepcopy(platform or {}))
     return terms_from_dict(doc, "scenario")
 

@@ -51,6 +51,7 @@ class Solved:
     timings: dict[str, float]
     stats: dict[str, float] = field(default_factory=dict)
     warm: WarmStart | None = None
+    funded_lp: float = 0.0  # D from the LP: the day's funded principal (0 when no row needs it)
 
 
 def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progress: Progress | None = None,
@@ -122,7 +123,8 @@ def _report(ctx: Context, relax: Relaxation, route: np.ndarray, whole_bound: flo
                   whole_loan_bound=float(max(whole_bound, relax.lower_bound)), proven=bool(proven),
                   lp_objective=relax.objective, lp_duals=lp, totals_lp=relax.sol.x[relax.prob.total_col],
                   status=status, solver=backend.name, solver_version=backend.version(),
-                  timings=ctx.clock.timings, stats=ctx.stats, warm=warm)
+                  timings=ctx.clock.timings, stats=ctx.stats, warm=warm,
+                  funded_lp=float(relax.sol.x[relax.prob.funded_col]) if relax.prob.funded_col >= 0 else 0.0)
 
 
 def _empty(inst: Instance, backend) -> Solved:

@@ -86,6 +86,8 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
             base[:, r] -= yi * s[r]
         elif k == RowKind.PLATFORM_CAPACITY.value:
             base -= yi * inst.platform_share[None, :]
+        elif k == RowKind.FUNDED.value:  # its platform-route part (funders' enter through A_f)
+            base[:, inst.platform_route] += yi
         elif k == RowKind.CONCENTRATION.value:
             fam, seg = inst.segment_of(j)
             member = fam.member_code(cls_rep)

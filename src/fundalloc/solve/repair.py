@@ -62,6 +62,14 @@ def repair(rows: Rows, route: np.ndarray, tol: float = TOL, max_rounds: int = 10
             if kind == "platform_capacity":
                 loans = np.flatnonzero(state.route < R)
                 w = np.append(inst.platform_share, 0.0)[state.route[loans]] * inst.principal[loans]
+            elif int(rows.route[k]) < 0:  # a group's row: its members' loans (each lowers it)
+                members = np.flatnonzero(rows.groups.member[k - rows.groups.offset])
+                loans = np.flatnonzero(np.isin(state.route, members))
+                w = np.zeros(len(loans))
+                for r in members:
+                    on = state.route[loans] == r
+                    local = int(np.searchsorted(rows.route_rows[r], k))
+                    w[on] = rows.coef(int(r), loans[on])[local]
             elif kind == "obligor":
                 j = k - ob.offset
                 r = int(ob.route[j])

@@ -10,6 +10,8 @@ inequality in its docstring:
 - :class:`ConcentrationRows` — a segment's share of a funder's amount;
 - :class:`WeightedAverageRows` — a field's amount-weighted mean over a funder's loans;
 - :class:`PlatformRows` — the platform's capital (a row every route touches);
+- :class:`GroupRows` — funder diversification: a funder's or a group's share of the day's funded
+  principal (rows every route touches) and a group's daily maximum;
 - :class:`ObligorRows` — a borrower's exposure at a funder (sparse: at most one row per loan and
   route, so these rows are kept out of the per-route blocks).
 
@@ -261,6 +263,51 @@ class PlatformRows(Family):
         return np.array([float(np.dot(np.append(inst.platform_share, 0.0)[idx.route], inst.principal))])
 
 
+class GroupRows(Family):
+    """Diversification over several funders (:class:`~fundalloc.instance.GroupRow`):
+    ``sum_{f in G} A_f - alpha D <= cap`` with ``D`` the day's funded principal, i.e. a loan on
+    route ``r`` has the coefficient ``p_i (s_r 1[r in G] - alpha)``. A share row touches every
+    route (each funded loan adds to ``D``), a cap row only its members'."""
+
+    kind = RowKind.GROUP_MAX  # (three kinds; see ``kinds``)
+
+    def __init__(self, inst: Instance):
+        self.inst = inst
+        g = inst.groups
+        self.route = np.array([x.members[0] if x.kind == "funder_share" else -1 for x in g], dtype=np.int64)
+        self.ref = np.arange(len(g), dtype=np.int64)
+        self.label = [x.label for x in g]
+        self.rhs = np.array([x.cap for x in g], dtype=float)
+        self.alpha = np.array([x.alpha for x in g], dtype=float)
+        self.kinds = np.array([x.kind for x in g], dtype=object)
+        R = inst.R
+        self.member = np.zeros((len(g), R), dtype=bool)  # rows x routes
+        for k, x in enumerate(g):
+            self.member[k, list(x.members)] = True
+        self._on = tuple(np.flatnonzero(self.member[:, r] | (self.alpha > 0)) for r in range(R))
+
+    def rows_on(self, r: int) -> np.ndarray:
+        return self._on[r] if self.m else np.zeros(0, dtype=np.int64)
+
+    def coef(self, r: int, loans: np.ndarray) -> np.ndarray:
+        ids = self.rows_on(r)
+        per_unit = self.inst.share[r] * self.member[ids, r] - self.alpha[ids]
+        return per_unit[:, None] * self.inst.principal[loans][None, :]
+
+    def funded(self, idx: RouteIndex) -> float:
+        """``D``: the principal of the funded loans."""
+        return float(self.inst.principal[idx.route < self.inst.R].sum())
+
+    def group_amounts(self, idx: RouteIndex) -> np.ndarray:
+        """Per row: ``sum_{f in G} A_f``."""
+        return self.member[:, :self.inst.R - 1] @ idx.totals[:self.inst.R - 1] if self.m else np.zeros(0)
+
+    def activity(self, idx: RouteIndex) -> np.ndarray:
+        if not self.m:
+            return np.zeros(0)
+        return self.group_amounts(idx) - self.alpha * self.funded(idx)
+
+
 class ObligorRows(Family):
     """Single obligor: ``existing_fb + sum_{i of b} a_i <= obligor_limit_f`` per (funder, borrower)
     with a row. A loan touches at most one such row per route: its borrower's there, if any."""
@@ -324,7 +371,7 @@ class Rows:
         fams: list[Family] = [CapRows(inst, RowKind.DAILY_MAX, inst.daily_max),
                               CapRows(inst, RowKind.FACILITY_HEADROOM, inst.headroom),
                               ConcentrationRows(inst), WeightedAverageRows(inst), PlatformRows(inst),
-                              ObligorRows(inst)]
+                              GroupRows(inst), ObligorRows(inst)]
         off = 0
         for f in fams:
             f.offset = off
@@ -351,7 +398,8 @@ class Rows:
     def kind(self) -> np.ndarray:
         parts = []
         for f in self.families:
-            parts.append(f.kinds if isinstance(f, WeightedAverageRows) else np.full(f.m, f.kind.value, dtype=object))
+            kinds = getattr(f, "kinds", None)
+            parts.append(kinds if kinds is not None else np.full(f.m, f.kind.value, dtype=object))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=object)
 
     @cached_property
@@ -365,6 +413,10 @@ class Rows:
     @property
     def obligor(self) -> ObligorRows:
         return self.families[-1]  # type: ignore[return-value]
+
+    @property
+    def groups(self) -> GroupRows:
+        return self.families[-2]  # type: ignore[return-value]
 
     @cached_property
     def route_rows(self) -> tuple[np.ndarray, ...]:

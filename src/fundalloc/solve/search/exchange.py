@@ -77,6 +77,10 @@ class Exchange:
             for j, k in enumerate(self.rows.route_rows[r]):
                 if int(self.rows.route[k]) == r:
                     self.local[int(k)] = (r, j)
+        # a group's rows (several member routes): row -> its members
+        groups = self.rows.groups
+        self.members: dict[int, np.ndarray] = {
+            groups.offset + j: np.flatnonzero(groups.member[j]) for j in range(groups.m) if groups.route[j] < 0}
 
     # --- row coefficients ---------------------------------------------------------------------
 
@@ -88,10 +92,13 @@ class Exchange:
             ok = routes < self.R
             out[ok] = inst.platform_share[routes[ok]] * inst.principal[loans[ok]]
             return out
-        r, j = self.local[k]
-        sel = np.flatnonzero(routes == r)
-        if len(sel):
-            out[sel] = self.rows.coef(r, loans[sel])[j]
+        # a row may touch routes besides its own (a share of the day's principal touches all)
+        for r in np.unique(routes[routes < self.R]).tolist():
+            ids = self.rows.route_rows[r]
+            j = int(np.searchsorted(ids, k))
+            if j < len(ids) and ids[j] == k:
+                sel = np.flatnonzero(routes == r)
+                out[sel] = self.rows.coef(r, loans[sel])[j]
         return out
 
     # --- candidates ---------------------------------------------------------------------------
@@ -105,13 +112,25 @@ class Exchange:
         R = self.R
         U = self.movable_universe
         cur = st.route[U]
-        r = self.local[k][0] if k != self.platform_row else inst.platform_route
-        onto = U[(cur != r) & inst.elig[U, r]]
-        on = U[cur == r]
-        alt = self.alt[self.prices.position[on]]
-        first = np.where(alt[:, 0] != r, alt[:, 0], alt[:, 1])
+        if k in self.members:  # a group's row: onto the member route cheapest at the prices
+            routes = self.members[k]
+            inside = np.isin(cur, routes)
+            onto = U[~inside & inst.elig[U][:, routes].any(axis=1)]
+            onto_dest = routes[np.argmin(pr.rc[pr.position[onto]][:, routes], axis=1)]
+            on = U[inside]
+            alt = self.alt[self.prices.position[on]]
+            out_of = ~np.isin(alt, routes)
+            first = np.where(out_of[:, 0], alt[:, 0], np.where(out_of[:, 1], alt[:, 1], alt[:, 2]))
+            first = np.where(np.isin(first, routes), R, first)
+        else:
+            r = self.local[k][0] if k != self.platform_row else inst.platform_route
+            onto = U[(cur != r) & inst.elig[U, r]]
+            onto_dest = np.full(len(onto), r)
+            on = U[cur == r]
+            alt = self.alt[self.prices.position[on]]
+            first = np.where(alt[:, 0] != r, alt[:, 0], alt[:, 1])
         loans = [onto, on, on]
-        dest = [np.full(len(onto), r), first, np.full(len(on), R)]
+        dest = [onto_dest, first, np.full(len(on), R)]
         if k == self.platform_row:
             # every loan to its next cheapest routes (those that use more or less of the capital)
             loans.append(np.repeat(U, 2))
@@ -304,7 +323,7 @@ class Exchange:
                     stuck_loan[j] = True
                     continue
             else:
-                if k != self.platform_row and k not in self.local:
+                if k != self.platform_row and k not in self.local and k not in self.members:
                     stuck[k] = True  # (an obligor row: its borrower's loans are few; left to the repair)
                     continue
                 found = self.best_move(k)
@@ -321,6 +340,7 @@ class Exchange:
                     stuck[rows.route_rows[r]] = False
             if self.platform_row >= 0:
                 stuck[self.platform_row] = False
+            stuck[list(self.members)] = False
             stuck_loan[:] = False
         self.ctx.count("exchange_moves", moved)
         return moved
