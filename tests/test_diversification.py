@@ -264,3 +264,30 @@ def test_a_what_if_that_removes_a_member_keeps_the_group_of_the_rest():
     capped = fa.plan(fa.derive(day, platform={"max_funder_share": 0.3}))
     amount = capped.allocations.groupby("funder_id")["funder_amount"].sum().drop(["platform", ""], errors="ignore")
     assert amount.max() <= 0.3 * float(loans["principal"].sum()) + 1e-6
+
+
+def test_the_batch_plans_two_days_with_groups_and_every_day_verifies(tmp_path):
+    """The day-end batch carries groups into each day's terms (a group's cap scaled with the days
+    its look-ahead plans as one) and every day's plan holds them."""
+    import os
+
+    from test_batch import BIN, D1, make_inbox, month_terms
+
+    t = month_terms()
+    t["platform"]["max_funder_share"] = 0.5
+    t["groups"] = [{"name": "banks", "members": ["bank_a", "bank_b"], "max_share_of_day": 0.6, "daily_max": 300_000}]
+    inbox = make_inbox(tmp_path / "in", days=2, terms=t)
+    env = {**os.environ, "FUNDALLOC_DATABASE_URL": f"sqlite:///{tmp_path / 'fa.db'}"}
+    for k in range(2):
+        d = (D1 + __import__("datetime").timedelta(days=k)).isoformat()
+        r = subprocess.run([str(BIN), "batch", "--date", d, "--inbox", str(inbox), "--outbox", str(tmp_path / "out")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode in (0, 6), r.stderr
+        day_out = tmp_path / "out" / d
+        cons = pd.read_csv(day_out / "constraints.csv").set_index("constraint")
+        assert cons.loc["group_max:banks", "value"] <= 300_000 + 0.01
+        assert cons.loc["group_share:banks", "value"] <= 0.6 + 1e-9
+        check = subprocess.run([str(BIN), "verify", "--originations", str(inbox / d / "originations.csv"),
+                                "--funders", str(day_out / "inputs" / "funders.json"), "--plan", str(day_out)],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -298,6 +298,9 @@ def _scaled_terms(terms: Terms, state: State, days: int, remaining: dict[str, fl
         f.pop("obligor_limit", None)
     if doc["platform"].get("daily_capacity") is not None:
         doc["platform"]["daily_capacity"] *= days
+    for g in doc.get("groups", []):  # (shares of the day are shares of the days planned as one)
+        if g.get("daily_max") is not None:
+            g["daily_max"] *= days
     doc.pop("as_of", None)
     return terms_from_dict(doc, "scaled terms")
 

@@ -518,7 +518,7 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
         existing = store.find_plan(digest)
         if existing is not None:
             return existing, True
-    funders_json = json.dumps(terms.model_dump(mode="json", exclude_none=True), sort_keys=True).encode()
+    funders_json = json.dumps(terms.document(), sort_keys=True).encode()
     with store.session() as s, s.begin():
         rec = PlanRecord(
             id=store.new_plan_id(), kind="plan", status="queued", plan_date=plan_date, created_by=actor,
@@ -742,7 +742,7 @@ def _router() -> APIRouter:
         """A new version of the funders' terms, validated like a funders file."""
         from ..terms import terms_from_dict
         terms = terms_from_dict(body.document, "document")
-        doc = terms.model_dump(mode="json", exclude_none=True)
+        doc = terms.document()
         v = request.app.state.store.add_funders_version(doc, label=body.label, effective_date=body.effective_date,
                                                         actor=key.id)
         return FundersOut(id=v.id, label=v.label, effective_date=v.effective_date, digest=v.digest,
