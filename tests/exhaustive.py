@@ -146,10 +146,16 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
             for w in f.weighted_average:
                 v = pd.to_numeric(loans[w.field], errors="coerce").to_numpy(dtype=float)
                 v = np.nan_to_num(v)
-                if w.min is not None:
-                    ok &= (np.where(on, amt * (v[None, :] - w.min), 0.0).sum(axis=1)) >= -TOL
-                if w.max is not None:
-                    ok &= (np.where(on, amt * (v[None, :] - w.max), 0.0).sum(axis=1)) <= TOL
+                E = EW = 0.0  # the book, on the portfolio basis
+                if w.basis == Basis.PORTFOLIO:
+                    prow = portfolio[portfolio["funder_id"].astype(str) == f.id]
+                    E, EW = float(prow["outstanding"].sum()), float(prow[f"{w.field}_sum"].sum())
+                for bound, sign in ((w.min, -1.0), (w.max, 1.0)):
+                    if bound is None:
+                        continue
+                    room = sign * (bound * E - EW)
+                    room = room if room >= -1e-9 * max(abs(EW), 1.0) else 0.0  # a book outside: today's alone
+                    ok &= (np.where(on, amt * sign * (v[None, :] - bound), 0.0).sum(axis=1)) <= room + TOL
             if f.obligor_limit is not None:
                 bids = loans["borrower_id"].astype(str).to_numpy()
                 for b in sorted(set(bids)):

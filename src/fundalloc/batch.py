@@ -99,6 +99,11 @@ class Delta:
     portfolio: pd.DataFrame | None  # funder_id, <portfolio attribute columns>, outstanding
 
 
+def is_sum_column(name: str) -> bool:
+    """A portfolio column ``<field>_sum``: the book's outstanding x field (not a segment attribute)."""
+    return name.endswith("_sum") and len(name) > 4
+
+
 def delta_from_plan(loans: pd.DataFrame, allocations: pd.DataFrame, portfolio_cols: list[str]) -> Delta:
     """The delta of a day, from its loans and its plan's allocations (pure; also used to rebuild)."""
     a = allocations[allocations["funder_id"] != ""]
@@ -119,8 +124,12 @@ def delta_from_plan(loans: pd.DataFrame, allocations: pd.DataFrame, portfolio_co
         exposures = pd.DataFrame({"funder_id": [], "borrower_id": [], "outstanding": []})
     port = None
     if portfolio_cols:  # segments of the portfolio the loans can be placed in (the columns they have)
-        key = ["funder_id", *[c for c in portfolio_cols if c in m.columns]]
-        port = (m.groupby(key, sort=True, dropna=False)["funder_amount"].sum().reset_index()
+        key = ["funder_id", *[c for c in portfolio_cols if not is_sum_column(c) and c in m.columns]]
+        # a <field>_sum column (outstanding x field, for weighted averages over the book) grows by
+        # each loan's funder amount x its field
+        sums = [c for c in portfolio_cols if is_sum_column(c) and c[:-4] in m.columns]
+        m = m.assign(**{c: m["funder_amount"] * pd.to_numeric(m[c[:-4]], errors="coerce").fillna(0.0) for c in sums})
+        port = (m.groupby(key, sort=True, dropna=False)[["funder_amount", *sums]].sum().reset_index()
                 .rename(columns={"funder_amount": "outstanding"}))
     exposures["funder_id"] = exposures["funder_id"].astype(str)
     exposures["borrower_id"] = exposures["borrower_id"].astype(str)
@@ -187,8 +196,9 @@ def fold(day: dt.date, deltas: list[tuple[dt.date, Delta]], as_of: dt.date | Non
     portfolio = None
     if po:
         p = pd.concat(po)
-        key = [c for c in p.columns if c != "outstanding"]
-        portfolio = p.groupby(key, sort=True, dropna=False)["outstanding"].sum().reset_index()
+        key = [c for c in p.columns if c != "outstanding" and not is_sum_column(c)]
+        amounts = ["outstanding", *[c for c in p.columns if is_sum_column(c)]]
+        portfolio = p.groupby(key, sort=True, dropna=False)[amounts].sum().reset_index()
     r2 = lambda d: {k: round(v, 2) for k, v in sorted(d.items())}
     return State(day, r2(carried), r2(month), exposures, portfolio, tuple(used), r2(later))
 
@@ -400,13 +410,16 @@ def day_positions(start_portfolio: pd.DataFrame | None, start_exposures: pd.Data
     """Positions for the day: the inbox's starting positions plus what the earlier days added."""
     port = start_portfolio
     if start_portfolio is not None and state.portfolio is not None and len(state.portfolio):
-        key = [c for c in start_portfolio.columns if c != "outstanding"]
+        key = [c for c in start_portfolio.columns if c != "outstanding" and not is_sum_column(c)]
+        amounts = ["outstanding", *[c for c in start_portfolio.columns if is_sum_column(c)]]
         add = state.portfolio.reindex(columns=start_portfolio.columns)
         for c in key:
             if add[c].notna().all():
                 add[c] = add[c].astype(start_portfolio[c].dtype, errors="ignore")
+        for c in amounts:
+            add[c] = add[c].fillna(0.0)
         port = (pd.concat([start_portfolio, add], ignore_index=True)
-                .groupby(key, sort=True, dropna=False)["outstanding"].sum().reset_index())
+                .groupby(key, sort=True, dropna=False)[amounts].sum().reset_index())
     expo = start_exposures
     if len(state.exposures):
         base = start_exposures if start_exposures is not None else state.exposures.iloc[:0]
@@ -623,7 +636,7 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     if problems:
         raise InputError(problems)
     # validate the day's loans against the original terms first (every problem, with file names)
-    base = load_day(orig_path, terms_path or terms, None, None)
+    base = load_day(orig_path, terms_path or terms, start_port, None)
     loans = base.loans
 
     say(f"{day}: state from {len(store.batch_days())} recorded days", 2, STEPS)

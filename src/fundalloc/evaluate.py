@@ -100,12 +100,18 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
     wsum = wa.weighted_sums(idx)
     for k in range(wa.m):
         r = int(wa.route[k])
-        tot = A[r]
-        avg = wsum[k] / tot if tot > 0 else float("nan")
+        t = inst.wa[int(wa.ref[k])]
         b = float(wa.bound[k])
+        note = ""
+        if t.breached(b, float(wa.sign[k])):
+            note = "the book is already outside the limit: today's loans held to it on their own"
+            tot, wt = A[r], wsum[k]
+        else:  # the book plus today's loans (the book is empty on the new basis)
+            tot, wt = t.existing_total + A[r], t.existing_weighted + wsum[k]
+        avg = wt / tot if tot > 0 else float("nan")
         slack = (avg - b if wa.kinds[k] == "weighted_average_min" else b - avg) if tot > 0 else float("nan")
-        excess = float(wa.sign[k] * (wsum[k] - b * tot))
-        add(wa.label[k], r, wa.kinds[k], avg, b, slack, excess, int(wa.ref[k]))
+        excess = float(wa.sign[k] * (wsum[k] - b * A[r]) - wa.rhs[k])
+        add(wa.label[k], r, wa.kinds[k], avg, b, slack, excess, int(wa.ref[k]), note)
     if ob.m:
         used = ob.activity(idx)
         for j, o in enumerate(inst.obligor_rows):

@@ -269,7 +269,9 @@ def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
 def define_weighted_average(inst: Instance, units: Units, cols: _Cols) -> list[Block]:
     """Weighted averages over today's allocation to ``f``:
 
-    ``sum_u s_f (PW_u - min P_u) t[u,f] >= 0`` and ``sum_u s_f (PW_u - max P_u) t[u,f] <= 0``.
+    ``sum_u s_f (PW_u - min P_u) t[u,f] >= -(EW - min E)`` and ``sum_u s_f (PW_u - max P_u) t[u,f] <=
+    max E - EW``, with the book's outstanding ``E`` and outstanding x field ``EW`` on the portfolio
+    basis (0 on the new basis, and 0 room when the book is already outside the limit).
     """
     out = []
     for kind, attr in ((RowKind.WA_MIN, "min"), (RowKind.WA_MAX, "max")):
@@ -291,8 +293,9 @@ def define_weighted_average(inst: Instance, units: Units, cols: _Cols) -> list[B
             m += 1
         if m == 0:
             continue
-        lo = np.zeros(m) if kind == RowKind.WA_MIN else np.full(m, -np.inf)
-        hi = np.full(m, np.inf) if kind == RowKind.WA_MIN else np.zeros(m)
+        room = np.array([inst.wa[j].rhs(b, -1.0 if kind == RowKind.WA_MIN else 1.0) for j, b in zip(ref, bound)])
+        lo = -room if kind == RowKind.WA_MIN else np.full(m, -np.inf)
+        hi = np.full(m, np.inf) if kind == RowKind.WA_MIN else room
         out.append(_block(kind, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals),
                           lo, hi, route, ref, label))
     return out

@@ -75,10 +75,26 @@ class ConcFamily:
 
 @dataclass(frozen=True, eq=False)
 class WATest:
+    """A weighted-average test; on the portfolio basis with the existing book's outstanding ``E``
+    and its sum of outstanding x field ``EW`` (both 0 on the new basis)."""
+
     route: int
     field: str
     min: float | None
     max: float | None
+    existing_total: float = 0.0
+    existing_weighted: float = 0.0
+    portfolio: bool = False
+
+    def rhs(self, bound: float, sign: float) -> float:
+        """The room the existing book leaves the row ``sign * sum_i a_i (w_i - bound) <= rhs``:
+        ``sign * (bound * E - EW)``, or 0 when the book is already outside the limit (today's loans
+        are then held to it on their own)."""
+        return max(0.0, sign * (bound * self.existing_total - self.existing_weighted))
+
+    def breached(self, bound: float, sign: float) -> bool:
+        return self.portfolio and sign * (bound * self.existing_total - self.existing_weighted) < -BREACH_TOL * max(
+            abs(self.existing_weighted), 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -346,10 +362,24 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
                                  f"column '{t.field}' is not numeric; a weighted average needs numbers")
                     continue
             elig[:, r] &= ~np.isnan(fields[t.field])
-            wa.append(WATest(r, t.field, t.min, t.max))
+            if t.basis == Basis.PORTFOLIO:
+                book = _book_sums(f.id, t.field, portfolio, f"funders[{f.id}].weighted_average[{j}].basis", src, problems)
+                if book is None:
+                    continue
+                wa.append(WATest(r, t.field, t.min, t.max, book[0], book[1], True))
+            else:
+                wa.append(WATest(r, t.field, t.min, t.max))
 
     # --- concentration -----------------------------------------------------------------------
     breaches: list[dict[str, Any]] = []
+    for t in wa:
+        for bound, sign, side in ((t.min, -1.0, "min"), (t.max, 1.0, "max")):
+            if bound is not None and t.breached(bound, sign):
+                breaches.append({
+                    "funder_id": funders[t.route].id, "constraint": f"weighted_average_{side}:{t.field}",
+                    "kind": f"weighted_average_{side}", "existing_average": t.existing_weighted / t.existing_total
+                    if t.existing_total > 0 else None, side: bound,
+                    "action": "the book is already outside the limit: today's loans are held to it on their own"})
     conc: list[ConcFamily] = []
     for r, f in enumerate(funders):
         for j, c in enumerate(f.concentration):
@@ -485,6 +515,30 @@ def _segments(family: int, r: int, f: Funder, c: Concentration, basis: Basis, wh
         label_value = per_values[code] if code >= 0 else v
         segs.append(Segment(family, r, c.name, label_value, c.max_share, basis, E, es, code, breached))
     return segs
+
+
+def _book_sums(fid: str, field: str, portfolio: pd.DataFrame | None, where: str, src: dict[str, str],
+               problems: Collector) -> tuple[float, float] | None:
+    """A funder's existing book for a portfolio-basis weighted average: its outstanding and its
+    ``<field>_sum`` (outstanding x field), summed over the funder's portfolio rows."""
+    column = f"{field}_sum"
+    if portfolio is None:
+        problems.add(src["funders"], where, f"a weighted average on the portfolio basis needs the portfolio "
+                                            f"file, with a '{column}' column (outstanding x {field})")
+        return None
+    if column not in portfolio.columns:
+        problems.add(src["portfolio"], f"column '{column}'", f"missing: funder {fid}'s weighted average of "
+                                                             f"'{field}' on the portfolio basis needs it")
+        return None
+    values = pd.to_numeric(portfolio[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5] + 2
+        problems.add(src["portfolio"], f"column '{column}', rows {', '.join(map(str, rows))}",
+                     "must be a finite number")
+        return None
+    mine = (portfolio["funder_id"] == fid).to_numpy(dtype=bool)
+    return float(portfolio["outstanding"].to_numpy(dtype=float)[mine].sum()), float(values[mine].sum())
 
 
 def _obligor(borrower_codes: tuple[np.ndarray, pa.Array], funders: tuple[Funder, ...], exposures: pd.DataFrame | None,

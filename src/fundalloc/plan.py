@@ -203,7 +203,8 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
             base = A_lp[r] + (seg.existing_total if seg.basis.value == "portfolio" else 0.0)
             shadow[i] = y * base
         elif row.kind.startswith("weighted_average"):
-            shadow[i] = y * A_lp[r]
+            t = inst.wa[int(row.ref)]
+            shadow[i] = y * (A_lp[r] + (t.existing_total if t.portfolio and not row.note else 0.0))
         elif row.kind in ("funder_share", "group_share"):  # per unit of share of the day's principal
             shadow[i] = y * solved.funded_lp
         else:

@@ -192,11 +192,14 @@ class Concentration(_Strict):
 
 
 class WeightedAverage(_Strict):
-    """The amount-weighted mean of ``field`` over today's allocation is within [min, max]."""
+    """The amount-weighted mean of ``field`` is within [min, max]: over today's allocation (basis
+    ``new``, the default) or over the funder's existing book plus today's loans (``portfolio``:
+    the book's outstanding and its ``<field>_sum`` from the portfolio file)."""
 
     field: str
     min: float | None = None
     max: float | None = None
+    basis: Basis | None = None  # None: new
 
     @model_validator(mode="after")
     def _bounds(self) -> "WeightedAverage":
@@ -368,6 +371,10 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
     plat = doc.get("platform", {})
     if plat.get("max_funder_share") is None:
         plat.pop("max_funder_share", None)
+    for f in doc.get("funders", []):
+        for w in f.get("weighted_average", []):
+            if w.get("basis") is None:
+                w.pop("basis", None)
     return doc
 
 

@@ -216,14 +216,22 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
             rep.checked += 1
             vals = pd.to_numeric(df.loc[on, w.field], errors="coerce")
             amt = a[on]
-            if w.min is not None:
-                s = float((amt * (vals - w.min)).sum())
-                if s < -TOL:
-                    rep.add("weighted_average_min", f.id, f"{w.field}: average below {w.min}", -s)
-            if w.max is not None:
-                s = float((amt * (vals - w.max)).sum())
-                if s > TOL:
-                    rep.add("weighted_average_max", f.id, f"{w.field}: average above {w.max}", s)
+            # the book (portfolio basis): its outstanding and outstanding x field
+            E = EW = 0.0
+            if w.basis == Basis.PORTFOLIO and port is not None and f"{w.field}_sum" in port.columns:
+                prow = port[port["funder_id"] == f.id]
+                E = float(prow["outstanding"].sum())
+                EW = float(pd.to_numeric(prow[f"{w.field}_sum"], errors="coerce").sum())
+            for side, bound, sign in (("min", w.min, -1.0), ("max", w.max, 1.0)):
+                if bound is None:
+                    continue
+                room = sign * (bound * E - EW)  # what the book leaves (< 0: already outside the limit)
+                if room < -1e-9 * max(abs(EW), 1.0):
+                    room = 0.0  # today's loans held to the limit on their own
+                s = float((amt * sign * (vals - bound)).sum())
+                if s > room + TOL:
+                    word = "below" if side == "min" else "above"
+                    rep.add(f"weighted_average_{side}", f.id, f"{w.field}: average {word} {bound}", s - room)
         if f.obligor_limit is not None and on.any():
             per_b = a[on].groupby(df.loc[on, "borrower_id"].astype(str)).sum()
             if expo is not None:

@@ -180,8 +180,8 @@ class ConcentrationRows(Family):
 
 
 class WeightedAverageRows(Family):
-    """Weighted averages over today's allocation to ``f``: ``sum_i a_i (min - w_i) <= 0`` and
-    ``sum_i a_i (w_i - max) <= 0``."""
+    """Weighted averages over today's allocation to ``f``: ``sum_i a_i (min - w_i) <= EW - min E`` and
+    ``sum_i a_i (w_i - max) <= max E - EW`` (the book's room on the portfolio basis, else 0)."""
 
     kind = RowKind.WA_MIN  # (both kinds; see ``kinds``)
 
@@ -201,7 +201,7 @@ class WeightedAverageRows(Family):
         self.route = np.array(route, dtype=np.int64)
         self.ref = np.array(ref, dtype=np.int64)
         self.label = label
-        self.rhs = np.zeros(len(route))
+        self.rhs = np.array([inst.wa[j].rhs(b, sg) for j, b, sg in zip(ref, bound, sign)], dtype=float)
         self.bound = np.array(bound, dtype=float)
         self.sign = np.array(sign, dtype=float)  # coef = a * sign * (w - bound)
         self.kinds = np.array(kinds, dtype=object)
