@@ -175,9 +175,10 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                 ok &= seg <= alpha * A[:, r] + TOL
         # diversification: a funder's or a group's share of the day's funded principal, a group's cap
         day = np.where(choice < R, p[None, :], 0.0).sum(axis=1)
-        if plat.max_funder_share is not None:
-            for r in range(R - 1):
-                ok &= A[:, r] <= plat.max_funder_share * day + TOL
+        for r, f in enumerate(fs):
+            x = f.max_share_of_day if f.max_share_of_day is not None else plat.max_funder_share
+            if x is not None:
+                ok &= A[:, r] <= x * day + TOL
         index = {f.id: r for r, f in enumerate(fs)}
         for g in terms.groups:
             tot = A[:, [index[m] for m in g.members]].sum(axis=1)

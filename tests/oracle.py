@@ -129,8 +129,10 @@ def _objective(rows, combo, terms, F, exp) -> float:
             short += f.shortfall_fee * max(0.0, f.daily_min - a)
     # diversification: shares of the day's funded principal, groups' caps
     day = sum(row["principal"] for row, rid in zip(rows, combo) if rid is not None)
-    if plat.max_funder_share is not None and any(a > plat.max_funder_share * day + 1e-9 for a in A.values()):
-        return math.inf
+    for fid, f in F.items():
+        x = f.max_share_of_day if f.max_share_of_day is not None else plat.max_funder_share
+        if x is not None and A[fid] > x * day + 1e-9:
+            return math.inf
     for g in terms.groups:
         total = sum(A[m] for m in g.members)
         if g.daily_max is not None and total > g.daily_max + 1e-9:

@@ -189,6 +189,8 @@ def diversified_days(draw):
         if draw(st.booleans()):
             f["eligibility"] = {"risk_grade": draw(st.lists(st.sampled_from(["A", "B", "C"]), min_size=1,
                                                             max_size=2, unique=True))}
+        if draw(st.integers(0, 3)) == 0:
+            f["max_share_of_day"] = draw(st.sampled_from([0.25, 0.4, 0.6]))
         funders.append(f)
     platform = {"id": "platform", "cost_of_capital": draw(st.integers(10, 15)) / 100}
     if draw(st.booleans()):
@@ -291,3 +293,16 @@ def test_the_batch_plans_two_days_with_groups_and_every_day_verifies(tmp_path):
                                 "--funders", str(day_out / "inputs" / "funders.json"), "--plan", str(day_out)],
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_funders_own_share_of_day_is_its_limit_over_the_platforms():
+    loans, terms = _cheap_bank_day()
+    terms["platform"]["max_funder_share"] = 0.6
+    terms["funders"][0]["max_share_of_day"] = 0.25
+    plan = fa.plan(loans, terms)
+    c = plan.constraints.set_index("constraint")
+    assert c.loc["funder_share:bank_cheap", "limit"] == pytest.approx(0.25)
+    assert c.loc["funder_share:bank_two", "limit"] == pytest.approx(0.6)
+    assert c.loc["funder_share:bank_cheap", "value"] <= 0.25 + 1e-9
+    best, _ = exact_optimum(loans, fa.Terms.model_validate(terms))
+    assert plan.objective == pytest.approx(best, rel=1e-9)

@@ -131,8 +131,10 @@ def _group_rows(terms: Terms) -> tuple[GroupRow, ...]:
     index = {f.id: r for r, f in enumerate(terms.funders)}
     out: list[GroupRow] = []
     x = terms.platform.max_funder_share
-    if x is not None:
-        out += [GroupRow("funder_share", f.id, (r,), float(x), 0.0) for r, f in enumerate(terms.funders)]
+    for r, f in enumerate(terms.funders):  # a funder's own cap, else the platform's
+        share = f.max_share_of_day if f.max_share_of_day is not None else x
+        if share is not None:
+            out.append(GroupRow("funder_share", f.id, (r,), float(share), 0.0))
     for g in terms.groups:
         members = tuple(sorted(index[m] for m in g.members))
         if g.daily_max is not None:

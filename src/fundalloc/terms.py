@@ -232,6 +232,9 @@ class Funder(_Strict):
     concentration: tuple[Concentration, ...] = ()
     weighted_average: tuple[WeightedAverage, ...] = ()
     obligor_limit: NonNegative | None = None
+    #: this funder's own cap on its share of the day's funded principal (over the platform's
+    #: ``max_funder_share`` for it)
+    max_share_of_day: float | None = Field(default=None, gt=0, le=1)
 
     _parse_elig = field_validator("eligibility", mode="before")(lambda cls, v: _parse_rule_map(v))
 
@@ -372,6 +375,8 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
     if plat.get("max_funder_share") is None:
         plat.pop("max_funder_share", None)
     for f in doc.get("funders", []):
+        if f.get("max_share_of_day", 0) is None:
+            f.pop("max_share_of_day")
         for w in f.get("weighted_average", []):
             if w.get("basis") is None:
                 w.pop("basis", None)

@@ -245,13 +245,14 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     # diversification: no funder, and no group of funders, above its share of the day's funded
     # principal; a group's total within its daily maximum
     day = float(p[funded].sum())
-    if plat.max_funder_share is not None:
-        for f in terms.funders:
-            rep.checked += 1
-            Af = float(A.get(f.id, 0.0))
-            if Af > plat.max_funder_share * day + TOL:
-                rep.add("funder_share", f.id, f"{Af:,.2f} > {plat.max_funder_share} x the day's "
-                                              f"{day:,.2f}", Af - plat.max_funder_share * day)
+    for f in terms.funders:
+        x = f.max_share_of_day if f.max_share_of_day is not None else plat.max_funder_share
+        if x is None:
+            continue
+        rep.checked += 1
+        Af = float(A.get(f.id, 0.0))
+        if Af > x * day + TOL:
+            rep.add("funder_share", f.id, f"{Af:,.2f} > {x} x the day's {day:,.2f}", Af - x * day)
     for g in terms.groups:
         AG = float(sum(float(A.get(m, 0.0)) for m in g.members))
         if g.daily_max is not None:
