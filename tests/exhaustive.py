@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from fundalloc.terms import Basis, InRule, NotInRule, RangeRule, Terms
+from fundalloc.terms import Basis, InRule, NotInRule, RangeRule, RateGrid, Terms
 
 TOL = 1e-7
 
@@ -54,6 +54,19 @@ def _all(df: pd.DataFrame, rules: dict) -> np.ndarray:
     return ok
 
 
+def _price(loans: pd.DataFrame, price) -> np.ndarray:
+    """Per loan: a number, or a rate grid's first matching line (else its default)."""
+    if not isinstance(price, RateGrid):
+        return np.full(len(loans), float(price))
+    out = np.full(len(loans), price.default)
+    done = np.zeros(len(loans), dtype=bool)
+    for line in price.lines:
+        hit = _all(loans, line.where) & ~done
+        out[hit] = line.rate
+        done |= hit
+    return out
+
+
 def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None = None,
                   exposures: pd.DataFrame | None = None, chunk: int = 1 << 18) -> tuple[float, np.ndarray | None]:
     """The least objective over every whole-loan assignment, and one assignment that reaches it
@@ -73,7 +86,8 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
     cost = np.zeros((n, R + 1))
     for r, f in enumerate(fs):
         s = f.funding_share
-        cost[:, r] = p * (s * (f.cost_of_funds * life + f.upfront_fee) + (1 - s) * plat.cost_of_capital * life)
+        rate, fee = _price(loans, f.cost_of_funds), _price(loans, f.upfront_fee)
+        cost[:, r] = p * (s * (rate * life + fee) + (1 - s) * plat.cost_of_capital * life)
     cost[:, R - 1] = p * plat.cost_of_capital * life
     cost[:, R] = p * plat.unfunded_penalty
     elig = np.zeros((n, R + 1), dtype=bool)

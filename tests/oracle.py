@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from fundalloc.terms import InRule, NotInRule, RangeRule, Terms
+from fundalloc.terms import InRule, NotInRule, RangeRule, RateGrid, Terms
 
 
 def _ok(value, rule) -> bool:
@@ -37,6 +37,15 @@ def _num(v) -> bool:
 
 def _rules(row: dict, rules: dict) -> bool:
     return all(_ok(row.get(c), r) for c, r in rules.items())
+
+
+def _price(row: dict, price) -> float:
+    if not isinstance(price, RateGrid):
+        return float(price)
+    for line in price.lines:
+        if _rules(row, line.where):
+            return line.rate
+    return price.default
 
 
 def brute_force(loans: pd.DataFrame, terms: Terms, exposures: pd.DataFrame | None = None) -> tuple[float, tuple]:
@@ -90,7 +99,8 @@ def _objective(rows, combo, terms, F, exp) -> float:
         else:
             f = F[rid]
             s = f.funding_share
-            total_cost += p * (s * (f.cost_of_funds * L + f.upfront_fee) + (1 - s) * plat.cost_of_capital * L)
+            rate, fee = _price(row, f.cost_of_funds), _price(row, f.upfront_fee)
+            total_cost += p * (s * (rate * L + fee) + (1 - s) * plat.cost_of_capital * L)
             A[rid] += s * p
             plat_used += (1 - s) * p
     if plat.daily_capacity is not None and plat_used > plat.daily_capacity + 1e-9:

@@ -412,7 +412,8 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     U = units.U
     pu, pr = cols.pair_unit, cols.pair_route
     c = np.zeros(cols.n)
-    c[:cols.n_pairs] = inst.k1[pr] * units.PL[pu] + inst.k0[pr] * units.P[pu]
+    k1, k0 = inst.rates(units.rep[pu], pr)  # (a unit's loans share their tier: see the classes)
+    c[:cols.n_pairs] = k1 * units.PL[pu] + k0 * units.P[pu]
     c[cols.n_pairs:cols.n_pairs + U] = inst.penalty * units.P
     has_min = cols.shortfall >= 0
     c[cols.shortfall[has_min]] = inst.shortfall_fee[:F][has_min]

@@ -22,7 +22,7 @@ def greedy_route(inst: Instance) -> np.ndarray:
     route = np.full(n, R, dtype=np.int64)
     if n == 0:
         return route
-    unit_cost = inst.k1 * float(inst.life.mean()) + inst.k0
+    unit_cost = inst.k1 * float(inst.life.mean()) + inst.k0  # a route's order (a graded route: its default)
     platform_left = inst.platform_capacity
     for r in np.argsort(unit_cost, kind="stable"):
         cand = np.flatnonzero((route == R) & inst.elig[:, r])
@@ -44,7 +44,7 @@ def first_fit_decreasing(inst: Instance) -> np.ndarray:
     route = np.full(n, R, dtype=np.int64)
     left = np.minimum(inst.daily_max, np.maximum(inst.headroom, 0.0)).astype(float)
     platform_left = float(inst.platform_capacity)
-    unit = inst.life[:, None] * inst.k1[None, :] + inst.k0[None, :]
+    unit = inst.unit_cost()
     for i in np.argsort(-inst.principal, kind="stable"):
         p = float(inst.principal[i])
         for r in np.argsort(unit[i], kind="stable"):

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from .errors import Collector, InputError
 from .rules import ColumnView, RuleError
-from .terms import Basis, Concentration, Funder, Terms
+from .terms import Basis, Concentration, Funder, RateGrid, Terms
 
 BREACH_TOL = 1e-9
 
@@ -174,6 +174,33 @@ class Instance:
     digest: str
     closed: dict[str, str] = field(default_factory=dict)  # route id -> reason it takes nothing
     groups: tuple[GroupRow, ...] = ()  # diversification rows over several funders
+    # rate grids: per graded route, each loan's tier and the tiers' k1 and k0 (k1, k0 above hold
+    # the grid's default there)
+    tier: dict[int, np.ndarray] = field(default_factory=dict)
+    tier_k1: dict[int, np.ndarray] = field(default_factory=dict)
+    tier_k0: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def rates(self, loans: np.ndarray, routes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """``k1`` and ``k0`` of each loan on its route (routes ``< R``; one route for all, or one each)."""
+        routes = np.broadcast_to(np.asarray(routes, dtype=np.int64), np.shape(loans))
+        k1, k0 = self.k1[routes], self.k0[routes]
+        if self.tier:
+            k1, k0 = k1.copy(), k0.copy()
+            for r, t in self.tier.items():
+                sel = np.flatnonzero(routes == r)
+                if len(sel):
+                    tk = t[loans[sel]]
+                    k1[sel], k0[sel] = self.tier_k1[r][tk], self.tier_k0[r][tk]
+        return k1, k0
+
+    def rate_matrix(self, loans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``len(loans) x R``: ``k1`` and ``k0`` of each loan on every route."""
+        K1 = np.broadcast_to(self.k1, (len(loans), self.R)).copy()
+        K0 = np.broadcast_to(self.k0, (len(loans), self.R)).copy()
+        for r, t in self.tier.items():
+            tk = t[loans]
+            K1[:, r], K0[:, r] = self.tier_k1[r][tk], self.tier_k0[r][tk]
+        return K1, K0
 
     @property
     def has_funded_total(self) -> bool:
@@ -215,9 +242,11 @@ class Instance:
     def segment_of(self, ref: int) -> tuple[ConcFamily, Segment]:
         return self.segments[ref]
 
-    def unit_cost(self) -> np.ndarray:
-        """Cost per unit of principal for every (loan, route): ``k1 * L + k0`` (n x R)."""
-        return self.life[:, None] * self.k1[None, :] + self.k0[None, :]
+    def unit_cost(self, loans: np.ndarray | None = None) -> np.ndarray:
+        """Cost per unit of principal for every (loan, route): ``k1 * L + k0`` (loans x R)."""
+        loans = np.arange(self.n) if loans is None else loans
+        K1, K0 = self.rate_matrix(loans)
+        return self.life[loans, None] * K1 + K0
 
 
 def file_digest(terms: Terms, paths: dict[str, str | None]) -> str:
@@ -326,8 +355,9 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
     share = np.array([f.funding_share for f in funders] + [1.0])
     platform_share = np.array([1.0 - f.funding_share for f in funders] + [1.0])
     rP = plat.cost_of_capital
-    k1 = np.array([f.funding_share * f.cost_of_funds + (1 - f.funding_share) * rP for f in funders] + [rP])
-    k0 = np.array([f.funding_share * f.upfront_fee for f in funders] + [0.0])
+    k1 = np.array([f.funding_share * _default_rate(f.cost_of_funds) + (1 - f.funding_share) * rP for f in funders]
+                  + [rP])
+    k0 = np.array([f.funding_share * _default_rate(f.upfront_fee) for f in funders] + [0.0])
 
     principal = loans["principal"].to_numpy(dtype="float64")
     tenor = loans["tenor_months"].to_numpy(dtype="float64")
@@ -345,6 +375,20 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
             elig[:, r] = view.all_of(f.eligibility)
     if _rule_problems(plat.eligibility, view, "platform.eligibility", src["funders"], problems):
         elig[:, R - 1] = view.all_of(plat.eligibility)
+
+    # --- rate grids: a tier per loan where a funder prices by the loan ------------------------
+    tier, tier_k1, tier_k0 = {}, {}, {}
+    for r, f in enumerate(funders):
+        if not isinstance(f.cost_of_funds, RateGrid) and not isinstance(f.upfront_fee, RateGrid):
+            continue
+        rate_i, rate_v = _grid_tiers(f.cost_of_funds, view, f"funders[{f.id}].cost_of_funds", n, src, problems)
+        fee_i, fee_v = _grid_tiers(f.upfront_fee, view, f"funders[{f.id}].upfront_fee", n, src, problems)
+        if rate_i is None or fee_i is None:
+            continue
+        s = f.funding_share
+        tier[r] = (rate_i * len(fee_v) + fee_i).astype(np.int32)
+        tier_k1[r] = np.repeat(s * rate_v + (1 - s) * rP, len(fee_v))
+        tier_k0[r] = np.tile(s * fee_v, len(rate_v))
 
     # --- weighted averages -------------------------------------------------------------------
     fields: dict[str, np.ndarray] = {}
@@ -461,7 +505,11 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
     if n:
         for r in range(R):
             if elig[:, r].any():
-                worst = float(k1[r] * life[elig[:, r]].max() + k0[r])
+                if r in tier:
+                    on = elig[:, r]
+                    worst = float((tier_k1[r][tier[r][on]] * life[on] + tier_k0[r][tier[r][on]]).max())
+                else:
+                    worst = float(k1[r] * life[elig[:, r]].max() + k0[r])
                 if worst >= plat.unfunded_penalty:
                     problems.add(src["funders"], "platform.unfunded_penalty",
                                  f"{plat.unfunded_penalty} does not exceed route '{route_ids[r]}''s cost "
@@ -478,7 +526,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures), closed=closed,
-        groups=_group_rows(terms),
+        groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0,
     )
 
 
@@ -517,6 +565,27 @@ def _segments(family: int, r: int, f: Funder, c: Concentration, basis: Basis, wh
         label_value = per_values[code] if code >= 0 else v
         segs.append(Segment(family, r, c.name, label_value, c.max_share, basis, E, es, code, breached))
     return segs
+
+
+def _default_rate(price: float | RateGrid) -> float:
+    return price.default if isinstance(price, RateGrid) else float(price)
+
+
+def _grid_tiers(price: float | RateGrid, view: ColumnView, where: str, n: int, src: dict[str, str],
+                problems: Collector) -> tuple[np.ndarray | None, np.ndarray]:
+    """Per loan, the index of the grid line that prices it (first match; the default last), and
+    the rates by index. A plain number is a grid of its default alone."""
+    if not isinstance(price, RateGrid):
+        return np.zeros(n, dtype=np.int64), np.array([float(price)])
+    idx = np.full(n, len(price.lines), dtype=np.int64)
+    ok = True
+    for k in range(len(price.lines) - 1, -1, -1):  # the first line that matches wins
+        line = price.lines[k]
+        if not _rule_problems(line.where, view, f"{where}[{k + 1}].where", src["funders"], problems):
+            ok = False
+            continue
+        idx[view.all_of(line.where)] = k
+    return (idx if ok else None), np.array([line.rate for line in price.lines] + [price.default])
 
 
 def _book_sums(fid: str, field: str, portfolio: pd.DataFrame | None, where: str, src: dict[str, str],

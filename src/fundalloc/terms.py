@@ -153,7 +153,7 @@ def _parse_rule_map(value: Any) -> dict[str, Rule]:
 
 def _first_message(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(e["msg"] for e in exc.errors())
+        return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
     return str(exc)
 
 
@@ -213,14 +213,69 @@ class WeightedAverage(_Strict):
 NonNegative = Annotated[float, Field(ge=0)]
 
 
+class RateRule(_Strict):
+    """One line of a rate grid: loans matching every rule of ``where`` get ``rate``."""
+
+    where: dict[str, Rule]
+    rate: float
+
+    _parse_where = field_validator("where", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+    @field_validator("where")
+    @classmethod
+    def _some(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("a grid line needs at least one rule in 'where' (use 'default' for the rest)")
+        return v
+
+
+class RateGrid(_Strict):
+    """A price that depends on the loan: the first line whose rules the loan meets, else ``default``.
+    Written as a list: ``[{where: {...}, rate: r}, ..., {default: r}]``."""
+
+    lines: tuple[RateRule, ...]
+    default: float
+
+    @model_serializer
+    def _contract(self) -> list:
+        return [{"where": {c: r.model_dump(mode="json") for c, r in line.where.items()}, "rate": line.rate}
+                for line in self.lines] + [{"default": self.default}]
+
+    def columns(self) -> set[str]:
+        return {c for line in self.lines for c in line.where}
+
+
+def _parse_price(value: Any) -> Any:
+    """A number, or a rate grid given as a list ending with ``{default: r}``."""
+    if isinstance(value, RateGrid) or not isinstance(value, (list, tuple)):
+        return value
+    if not value or not isinstance(value[-1], dict) or set(value[-1]) != {"default"}:
+        raise ValueError("a rate grid is a list of {where: {...}, rate: r} lines ending with {default: r}")
+    lines = []
+    for k, item in enumerate(value[:-1]):
+        if not isinstance(item, dict) or set(item) != {"where", "rate"}:
+            raise ValueError(f"grid line {k + 1}: expected {{where: {{...}}, rate: r}}, got {item!r}")
+        try:
+            lines.append(RateRule(where=item["where"], rate=item["rate"]))
+        except (ValueError, ValidationError) as exc:
+            raise ValueError(f"grid line {k + 1}: {_first_message(exc)}") from None
+    try:
+        return RateGrid(lines=tuple(lines), default=value[-1]["default"])
+    except ValidationError as exc:
+        raise ValueError(f"grid default: {_first_message(exc)}") from None
+
+
+Price = Union[float, RateGrid]
+
+
 class Funder(_Strict):
     id: str = Field(min_length=1)
     _check_id = field_validator("id")(lambda cls, v: check_id(v, "funder id"))
     name: str | None = None
     kind: FunderKind = FunderKind.OTHER
     funding_share: float
-    cost_of_funds: float
-    upfront_fee: float = 0.0
+    cost_of_funds: Price  # a number, or a rate grid by the loan's attributes
+    upfront_fee: Price = 0.0
     daily_max: NonNegative | None = None
     daily_min: NonNegative | None = None
     shortfall_fee: NonNegative = 0.01
@@ -237,6 +292,7 @@ class Funder(_Strict):
     max_share_of_day: float | None = Field(default=None, gt=0, le=1)
 
     _parse_elig = field_validator("eligibility", mode="before")(lambda cls, v: _parse_rule_map(v))
+    _parse_prices = field_validator("cost_of_funds", "upfront_fee", mode="before")(lambda cls, v: _parse_price(v))
 
     @field_validator("funding_share")
     @classmethod
@@ -265,6 +321,9 @@ class Funder(_Strict):
 
     def columns(self) -> set[str]:
         cols = set(self.eligibility)
+        for price in (self.cost_of_funds, self.upfront_fee):
+            if isinstance(price, RateGrid):
+                cols |= price.columns()
         for c in self.concentration:
             cols |= c.columns()
         cols |= {w.field for w in self.weighted_average}
@@ -527,6 +586,8 @@ __all__ = [
     "NotInRule",
     "Platform",
     "RangeRule",
+    "RateGrid",
+    "RateRule",
     "Rule",
     "Terms",
     "WeightedAverage",

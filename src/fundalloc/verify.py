@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import InputError, Problem
 from .io import read_exposures, read_originations, read_portfolio, read_table
-from .terms import Basis, InRule, NotInRule, RangeRule, Rule, Terms, load_terms
+from .terms import Basis, InRule, NotInRule, RangeRule, RateGrid, Rule, Terms, load_terms
 
 TOL = 0.01
 
@@ -75,6 +75,19 @@ def _all_rules(df: pd.DataFrame, rules: dict[str, Rule]) -> pd.Series:
     return ok
 
 
+def _price(df: pd.DataFrame, price: float | RateGrid) -> pd.Series:
+    """Each loan's rate: the first grid line whose rules it meets, else the default."""
+    if not isinstance(price, RateGrid):
+        return pd.Series(float(price), index=df.index)
+    out = pd.Series(price.default, index=df.index, dtype=float)
+    done = pd.Series(False, index=df.index)
+    for line in price.lines:
+        hit = _all_rules(df, line.where) & ~done
+        out[hit] = line.rate
+        done |= hit
+    return out
+
+
 def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | Path,
                 portfolio: str | Path | None = None, exposures: str | Path | None = None) -> Report:
     terms: Terms = load_terms(funders)
@@ -129,8 +142,14 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     if "expected_life_years" in df.columns:
         life = df["expected_life_years"].astype(float).where(df["expected_life_years"].notna(), life)
     share = route.map({**{f.id: f.funding_share for f in terms.funders}, plat.id: 1.0}).astype(float)
-    rate = route.map({**{f.id: f.cost_of_funds for f in terms.funders}, plat.id: plat.cost_of_capital}).astype(float)
-    fee = route.map({**{f.id: f.upfront_fee for f in terms.funders}, plat.id: 0.0}).astype(float)
+    rate = pd.Series(0.0, index=df.index)
+    fee = pd.Series(0.0, index=df.index)
+    rate[route == plat.id] = plat.cost_of_capital
+    for f in terms.funders:  # each loan's price at its funder: a number, or its rate grid's line
+        mine = route == f.id
+        if mine.any():
+            rate[mine] = _price(df[mine], f.cost_of_funds)
+            fee[mine] = _price(df[mine], f.upfront_fee)
     funded = route != ""
     a = (share * p).where(funded, 0.0)
     b = ((1 - share) * p).where(funded & (route != plat.id), 0.0)

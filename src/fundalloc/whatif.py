@@ -228,7 +228,7 @@ def explain(p: Plan, day: Day, loan_id: str) -> dict[str, Any]:
     i = int(idx[0])
     R = inst.R
     r_got = int(p.route_index[i])
-    unit_cost = inst.k1 * inst.life[i] + inst.k0
+    unit_cost = inst.unit_cost(np.array([i]))[0]
     binding = p.constraints[p.constraints["binding"] & p.constraints["hard"]]
     per_route = []
     for r in np.argsort(unit_cost, kind="stable"):

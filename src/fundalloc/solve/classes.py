@@ -1,7 +1,8 @@
 """Phase 1, aggregate: loans that the problem cannot tell apart, found by factorising whole columns.
 
 Loans that agree on every discrete thing a rule reads (eligibility for each route, segment
-membership, obligor slot, and expected life when it takes few values) get one *class* id. Inside
+membership, rate-grid tier, obligor slot, and expected life when it takes few values) get one
+*class* id. Inside
 a class, loans still differ on continuous fields (weighted-average fields, and life when it is
 continuous): the *bins* the refinement starts from cut each class by quantiles of those fields.
 """
@@ -119,6 +120,9 @@ def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
     for anywhere, fam in groups.values():
         member = anywhere & fam.where
         keys.append(np.where(member, 0 if fam.per_codes is None else fam.per_codes, -1))
+    # a graded route prices by tier: a class's loans share theirs wherever they are eligible
+    for r, t in inst.tier.items():
+        keys.append(np.where(inst.elig[:, r], t, -1))
     if inst.obligor_rows:
         keys.append(inst.obligor_slot)
     continuous = list(inst.fields)

@@ -34,7 +34,7 @@ class Dual:
 
     const: float  # sum_k y_k b_k plus the auxiliary columns' terms
     base: np.ndarray  # classes x R: per-unit reduced cost not depending on life or fields
-    life_coef: np.ndarray  # R
+    life_coef: np.ndarray  # R, or classes x R where a rate grid prices by the loan
     field_coef: dict[str, np.ndarray]  # field -> R
 
 
@@ -77,7 +77,7 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
     const += float(np.sum(np.minimum(d * prob.col_lo[aux], d * hi)))
 
     ncls = len(cls_rep)
-    base = np.broadcast_to(inst.k0, (ncls, R)).copy()
+    K1, base = inst.rate_matrix(cls_rep)  # (a class's loans share their tier on a graded route)
     field_coef = {k: np.zeros(R) for k in inst.fields}
     s = inst.share
     for i in np.flatnonzero(not_assign & (y != 0)):
@@ -102,7 +102,17 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
             o = inst.obligor_rows[j]
             base[inst.obligor_slot[cls_rep] == o.slot, r] -= yi * s[r]
     base[~inst.elig[cls_rep]] = np.inf
-    return Dual(const, base, inst.k1.copy(), field_coef)
+    return Dual(const, base, K1 if inst.tier else inst.k1.copy(), field_coef)
+
+
+def _with_unfunded(coef: np.ndarray) -> np.ndarray:
+    """A coefficient per route (or per class and route) with a zero for unfunded appended."""
+    return np.concatenate([coef, np.zeros(coef.shape[:-1] + (1,))], axis=-1)
+
+
+def _per_bin(coef: np.ndarray) -> np.ndarray:
+    """A coefficient per route broadcast over the bins (one already per bin stays)."""
+    return coef if coef.ndim == 2 else coef[None, :]
 
 
 def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | None = None,
@@ -121,7 +131,7 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
     second_route = np.empty(m, dtype=np.int64)
     move_cost = np.empty(m)
     base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
-    life_coef = np.append(dual.life_coef, 0.0)
+    life_coef = _with_unfunded(dual.life_coef)
     fields = [(inst.fields[k], np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
 
     def price(start: int) -> float:
@@ -129,7 +139,7 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
         loans = idx[sl]
         p = inst.principal[loans]
         rc = base[cls[loans]]
-        rc += inst.life[loans, None] * life_coef[None, :]
+        rc += inst.life[loans, None] * (life_coef[cls[loans]] if life_coef.ndim == 2 else life_coef[None, :])
         for values, coef in fields:
             rc += np.nan_to_num(values[loans])[:, None] * coef[None, :]
         rows = np.arange(rc.shape[0])
@@ -158,7 +168,8 @@ def unit_reduced_costs(inst: Instance, dual: Dual, cls: np.ndarray, loans: np.nd
     (inf where not eligible) and unfunded (the penalty)."""
     base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
     rc = base[cls[loans]]
-    rc = rc + inst.life[loans, None] * np.append(dual.life_coef, 0.0)[None, :]
+    lc = _with_unfunded(dual.life_coef)
+    rc = rc + inst.life[loans, None] * (lc[cls[loans]] if lc.ndim == 2 else lc[None, :])
     for k, c in dual.field_coef.items():
         if c.any():
             rc += np.nan_to_num(inst.fields[k][loans])[:, None] * np.append(c, 0.0)[None, :]
@@ -179,10 +190,11 @@ def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb:
     """
     R = inst.R
     base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
-    dims = [(inst.life, np.append(dual.life_coef, 0.0))]
-    dims += [(np.nan_to_num(inst.fields[k]), np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
     bin_cls = np.zeros(nb, dtype=np.int64)
     bin_cls[bins] = cls
+    lc = _with_unfunded(dual.life_coef)
+    dims = [(inst.life, lc[bin_cls] if lc.ndim == 2 else lc)]
+    dims += [(np.nan_to_num(inst.fields[k]), np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
     p = inst.principal
     rc0 = base[bin_cls]  # nb x (R+1)
     corners: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (lo, hi, coef) of varying dims
@@ -192,9 +204,9 @@ def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb:
         hi = np.full(nb, -np.inf)
         np.minimum.at(lo, bins, values)
         np.maximum.at(hi, bins, values)
-        lin += np.bincount(bins, weights=p * values, minlength=nb)[:, None] * coef[None, :]
+        lin += np.bincount(bins, weights=p * values, minlength=nb)[:, None] * _per_bin(coef)
         if np.array_equal(lo, hi):
-            rc0 = rc0 + lo[:, None] * coef[None, :]
+            rc0 = rc0 + lo[:, None] * _per_bin(coef)
         else:
             corners.append((lo, hi, coef))
     arg = rc0.argmin(axis=1) if not corners else None
@@ -202,7 +214,7 @@ def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb:
     for mask in range(1 << len(corners)):
         rc = rc0.copy()
         for d, (lo, hi, coef) in enumerate(corners):
-            rc += np.where(mask >> d & 1, hi, lo)[:, None] * coef[None, :]
+            rc += np.where(mask >> d & 1, hi, lo)[:, None] * _per_bin(coef)
         a = rc.argmin(axis=1)
         if arg is None:
             arg = a

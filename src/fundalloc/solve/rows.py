@@ -482,7 +482,8 @@ def loan_cost(inst: Instance, loans: np.ndarray, routes: np.ndarray) -> np.ndarr
     R = inst.R
     funded = routes < R
     r = np.where(funded, routes, 0)
-    unit = inst.k1[r] * inst.life[loans] + inst.k0[r]
+    k1, k0 = inst.rates(loans, r)
+    unit = k1 * inst.life[loans] + k0
     return inst.principal[loans] * np.where(funded, unit, inst.penalty)
 
 
@@ -496,6 +497,8 @@ def shortfall_cost(inst: Instance, totals: np.ndarray) -> float:
 def objective(inst: Instance, route: np.ndarray) -> float:
     """A whole-loan plan's objective: funding cost, unfunded principal at the penalty, shortfall fees."""
     amount = np.append(inst.share, 0.0)[route] * inst.principal
-    cost = np.append(inst.k1, 0.0)[route] * inst.principal_life + np.append(inst.k0, 0.0)[route] * inst.principal
+    funded = route < inst.R
+    k1, k0 = inst.rates(np.arange(inst.n), np.where(funded, route, 0))
+    cost = np.where(funded, k1 * inst.principal_life + k0 * inst.principal, 0.0)
     totals = np.bincount(route, weights=amount, minlength=inst.R + 1)[:inst.R]
     return float(cost.sum() + inst.penalty * inst.principal[route == inst.R].sum() + shortfall_cost(inst, totals))

@@ -202,7 +202,7 @@ class Chains:
         unf = np.flatnonzero((on == R) & movable & np.isfinite(pr.rc[:, :R]).any(axis=1))
         if len(unf):
             loans = U[unf]
-            unit = inst.life[loans, None] * inst.k1[None, :] + inst.k0[None, :]
+            unit = inst.unit_cost(loans)
             unit = np.where(inst.elig[loans], unit, np.inf)
             gain = inst.principal[loans] * (inst.penalty - unit.min(axis=1))
             for j in np.argsort(-gain, kind="stable")[:limit]:

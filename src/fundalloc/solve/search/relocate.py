@@ -38,7 +38,8 @@ def relocate(ctx: Context, state: PlanState, universe: np.ndarray, limit: int) -
     now_u = loan_cost(inst, U, state.route[U])
     best = np.full(len(U), np.inf)
     for r in range(R):  # the cheapest eligible route of each loan, one route at a time (no n x R matrix)
-        c = (inst.k1[r] * inst.life[U] + inst.k0[r]) * inst.principal[U]
+        k1, k0 = inst.rates(U, r)
+        c = (k1 * inst.life[U] + k0) * inst.principal[U]
         best = np.where(inst.elig[U, r], np.minimum(best, c), best)
     gain = now_u - best
     pick = np.flatnonzero(gain > 1e-9 * np.maximum(now_u, 1.0))
@@ -49,7 +50,7 @@ def relocate(ctx: Context, state: PlanState, universe: np.ndarray, limit: int) -
     now = np.zeros(inst.n)
     now[cand] = now_u[pick]
     elig = np.asarray(inst.elig[cand], dtype=bool)
-    unit = inst.life[cand, None] * inst.k1[None, :] + inst.k0[None, :]
+    unit = inst.unit_cost(cand)
     cost_c = np.where(elig, unit * inst.principal[cand, None], np.inf)  # candidates x R
     ctx.work.charge("relocate", len(cand) * R)
     slack = state.slack
