@@ -196,7 +196,7 @@ def test_a_day_planned_with_the_fixed_sums_table_holds_every_limit(tmp_path):
     assert rep.objective == pytest.approx(plan.objective, rel=1e-9)
 
 
-@pytest.mark.parametrize("table", [False, True])
+@pytest.mark.parametrize("table", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_big_split_bins_are_cut_into_chunks_and_the_plan_holds(tmp_path, table):
     """Coarse bins (one refinement) and a low ``max_split_loans``: the split bins' loans go
     through the chunk LPs before the split LP; the plan passes the verifier and is no better

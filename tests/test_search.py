@@ -22,7 +22,7 @@ from fundalloc.solve.state import PlanState
 from generate import make_exposures, make_loans, make_portfolio, make_terms
 
 
-@pytest.fixture(scope="module", params=[0.5, 1.0])
+@pytest.fixture(scope="module", params=[0.5, pytest.param(1.0, marks=pytest.mark.slow)])
 def starved(request):
     """A generated day with the platform's capital cut to a fraction, a plan of it, and the LP
     prices the search reads (from a plan made with the same engine)."""
