@@ -196,6 +196,13 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
         index = {f.id: r for r, f in enumerate(fs)}
         for g in terms.groups:
             tot = A[:, [index[m] for m in g.members]].sum(axis=1)
+            on_g = np.isin(choice, [index[m] for m in g.members])
+            for c in g.concentration:
+                inseg = _all(loans, c.where)
+                keys = [None] if not c.per else sorted(set(loans.loc[inseg & loans[c.per].notna().to_numpy(), c.per].astype(str)))
+                for v in keys:
+                    m = inseg if v is None else inseg & (loans[c.per].astype(str) == v).to_numpy() & loans[c.per].notna().to_numpy()
+                    ok &= np.where(on_g & m[None, :], amt, 0.0).sum(axis=1) <= c.max_share * tot + TOL
             if g.daily_max is not None:
                 ok &= tot <= g.daily_max + TOL
             if g.max_share_of_day is not None:

@@ -145,6 +145,16 @@ def _objective(rows, combo, terms, F, exp) -> float:
             return math.inf
     for g in terms.groups:
         total = sum(A[m] for m in g.members)
+        for c in g.concentration:  # a segment's share of the members' total
+            held: dict = {}
+            for row, rid in zip(rows, combo):
+                if rid in g.members and _rules(row, c.where):
+                    key = row.get(c.per) if c.per else ""
+                    if c.per and (key is None or (isinstance(key, float) and math.isnan(key))):
+                        continue
+                    held[key] = held.get(key, 0.0) + F[rid].funding_share * row["principal"]
+            if any(v > c.max_share * total + 1e-9 for v in held.values()):
+                return math.inf
         if g.daily_max is not None and total > g.daily_max + 1e-9:
             return math.inf
         if g.max_share_of_day is not None and total > g.max_share_of_day * day + 1e-9:

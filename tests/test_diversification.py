@@ -130,7 +130,9 @@ def test_the_cli_plans_and_verifies_a_day_with_groups(tmp_path):
 @pytest.mark.parametrize("group, message", [
     ({"name": "g", "members": ["nobody"], "daily_max": 1.0}, "not funders: ['nobody']"),
     ({"name": "g", "members": ["platform"], "daily_max": 1.0}, "the platform cannot be a member"),
-    ({"name": "g", "members": ["bank_two"]}, "needs 'daily_max' and/or 'max_share_of_day'"),
+    ({"name": "g", "members": ["bank_two"]}, "needs 'daily_max', 'max_share_of_day' and/or 'concentration'"),
+    ({"name": "g", "members": ["bank_two"], "concentration": [{"name": "c", "max_share": 0.5, "basis": "portfolio"}]},
+     "basis new"),
     ({"name": "g", "members": ["bank_two", "bank_two"], "daily_max": 1.0}, "members repeat"),
     ({"name": "g", "members": [], "daily_max": 1.0}, "groups[g].members"),
     ({"name": "g", "members": ["bank_two"], "max_share_of_day": 1.5}, "groups[g].max_share_of_day"),
@@ -204,7 +206,11 @@ def diversified_days(draw):
         g = {"name": f"g{j}", "members": members}
         if draw(st.booleans()):
             g["max_share_of_day"] = draw(st.sampled_from([0.3, 0.5, 0.8]))
-        if draw(st.booleans()) or "max_share_of_day" not in g:
+        if draw(st.booleans()):
+            g["concentration"] = [draw(st.sampled_from([
+                {"name": "grade_c", "where": {"risk_grade": ["C"]}, "max_share": 0.3},
+                {"name": "by_grade", "per": "risk_grade", "max_share": 0.6}]))]
+        if (draw(st.booleans()) or "max_share_of_day" not in g) and "concentration" not in g:
             g["daily_max"] = round(total * draw(st.floats(0.1, 0.7)), 2)
         groups.append(g)
     terms = {"platform": platform, "funders": funders}
@@ -306,3 +312,32 @@ def test_a_funders_own_share_of_day_is_its_limit_over_the_platforms():
     assert c.loc["funder_share:bank_cheap", "value"] <= 0.25 + 1e-9
     best, _ = exact_optimum(loans, fa.Terms.model_validate(terms))
     assert plan.objective == pytest.approx(best, rel=1e-9)
+
+
+def test_a_groups_concentration_holds_over_its_members_loans(tmp_path):
+    """No grade above 40% of the two banks' total today, whichever bank holds the loans."""
+    loans, terms = _cheap_bank_day()
+    loans["risk_grade"] = ["A", "A", "B", "A", "C", "A"]
+    terms["groups"] = [{"name": "banks", "members": ["bank_cheap", "bank_two"],
+                        "concentration": [{"name": "grade", "per": "risk_grade", "max_share": 0.4}]}]
+    plan = fa.plan(loans, terms)
+    a = plan.allocations.merge(loans, on="loan_id")
+    banks = a[a["funder_id"].isin(["bank_cheap", "bank_two"])]
+    share = banks.groupby("risk_grade")["funder_amount"].sum() / banks["funder_amount"].sum()
+    assert share.max() <= 0.4 + 1e-9
+    best, _ = exact_optimum(loans, fa.Terms.model_validate(terms))
+    assert plan.objective == pytest.approx(best, rel=1e-9)
+    c = plan.constraints.set_index("constraint")
+    assert c.loc["group_concentration:banks:grade[A]", "funder_id"] == "banks"
+    assert c.loc["group_concentration:banks:grade[A]", "value"] == pytest.approx(float(share.get("A", 0.0)))
+    files = write_day(tmp_path / "in", loans, terms)
+    plan.write(tmp_path / "out")
+    assert verify_plan(files["originations"], files["funders"], tmp_path / "out").ok
+    # all grade-A loans on the banks break it, and the verifier says so
+    alloc = pd.read_csv(tmp_path / "out" / "allocations.csv", keep_default_na=False)
+    p = loans["principal"].to_numpy()
+    alloc["funder_id"], alloc["funder_amount"], alloc["platform_amount"] = "bank_cheap", 0.7 * p, 0.3 * p
+    alloc["cost"] = p * (0.7 * 0.02 + 0.3 * 0.12) * (13 / 24)
+    alloc.to_csv(tmp_path / "out" / "allocations.csv", index=False)
+    rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
+    assert any("group_concentration" in line and "grade[A]" in line for line in rep.lines())

@@ -65,7 +65,7 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
     rows = rows if rows is not None else Rows.build(inst)
     idx = RouteIndex.of(inst, route)
     A = idx.totals
-    daily, facility, conc, wa, plat, groups, ob = rows.families
+    daily, facility, conc, wa, plat, gconc, groups, ob = rows.families
     recs: list[dict] = []
 
     def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True, who=None):
@@ -118,6 +118,13 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
         for j, o in enumerate(inst.obligor_rows):
             val = float(o.existing + used[j])
             add(ob.label[j], o.route, "obligor", val, o.limit, o.limit - val, val - o.limit, j)
+    if gconc.m:
+        seg, tot = gconc.amounts(idx)
+        for k, (gc, lab, _) in enumerate(inst.group_segments):
+            share = float(seg[k] / tot[k]) if tot[k] > 0 else 0.0
+            alpha = float(gconc.alpha[k])
+            add(gconc.label[k], -1, "group_concentration", share, alpha, alpha - share,
+                float(seg[k] - alpha * tot[k]), k, who=gc.group)
     if groups.m:
         D = groups.funded(idx)
         AG = groups.group_amounts(idx)

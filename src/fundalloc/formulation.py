@@ -46,6 +46,7 @@ class RowKind(StrEnum):
     FUNDER_SHARE = "funder_share"
     GROUP_SHARE = "group_share"
     GROUP_MAX = "group_max"
+    GROUP_CONCENTRATION = "group_concentration"
 
 
 @dataclass(frozen=True, eq=False)
@@ -369,9 +370,29 @@ def define_groups(inst: Instance, units: Units, cols: _Cols) -> Block:
                   route, np.arange(m), [g.label for g in inst.groups])
 
 
+def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """A group's concentration: ``sum_{f in G} sum_{u in S} s_f P_u t[u,f] - alpha sum_{f in G} A_f <= 0``."""
+    rows, cc, vals, label = [], [], [], []
+    m = 0
+    for gc in inst.group_conc:
+        for lab, code in gc.segments:
+            for r in gc.members:
+                pairs = cols.by_route[r]
+                hit = pairs[gc.member_code(units.rep[cols.pair_unit[pairs]]) == code]
+                rows.append(np.full(len(hit) + 1, m))
+                cc.append(np.append(hit, cols.total[r]))
+                vals.append(np.append(inst.share[r] * units.P[cols.pair_unit[hit]], -gc.spec.max_share))
+            label.append(f"group_concentration:{gc.group}:{lab}")
+            m += 1
+    if not m:
+        return _block(RowKind.GROUP_CONCENTRATION, [], [], [], [], [], [], [], [])
+    return _block(RowKind.GROUP_CONCENTRATION, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals),
+                  np.full(m, -np.inf), np.zeros(m), np.full(m, -1), np.arange(m), label)
+
+
 FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_headroom,
             define_daily_min, define_concentration, define_weighted_average, define_obligor,
-            define_platform_capacity, define_funded, define_groups)
+            define_platform_capacity, define_funded, define_groups, define_group_concentration)
 
 
 def _kinds(inst: Instance, b: Block) -> np.ndarray:

@@ -127,6 +127,54 @@ class GroupRow:
         return f"{self.kind}:{self.name}"
 
 
+@dataclass(frozen=True, eq=False)
+class GroupConc:
+    """A concentration limit of a group: each segment's share of the members' total today,
+    ``sum_{f in G} sum_{i in S} a_if <= alpha * sum_{f in G} A_f`` (one segment per ``per`` value)."""
+
+    group: str
+    members: tuple[int, ...]
+    spec: Concentration
+    where: np.ndarray  # n bool
+    per_codes: np.ndarray | None
+    per_values: pd.Index | None
+    segments: tuple[tuple[str, int], ...]  # (label, code: the per value's index, 0 without per)
+
+    def member_code(self, loans: np.ndarray | None = None) -> np.ndarray:
+        where = self.where if loans is None else self.where[loans]
+        if self.per_codes is None:
+            return np.where(where, 0, -1)
+        return np.where(where, self.per_codes if loans is None else self.per_codes[loans], -1)
+
+
+def _group_concentration(terms: Terms, view: ColumnView, elig: np.ndarray, src: dict[str, str],
+                         problems: Collector) -> tuple[GroupConc, ...]:
+    index = {f.id: r for r, f in enumerate(terms.funders)}
+    out: list[GroupConc] = []
+    for g in terms.groups:
+        members = tuple(sorted(index[m] for m in g.members))
+        anywhere = elig[:, list(members)].any(axis=1)
+        for c in g.concentration:
+            key = f"groups[{g.name}].concentration[{c.name}]"
+            ok = _rule_problems(c.where, view, f"{key}.where", src["funders"], problems)
+            if c.per is not None and not view.has(c.per):
+                problems.add(src["funders"], f"{key}.per", f"'per' names column '{c.per}', which the originations "
+                                                            "do not have")
+                ok = False
+            if not ok:
+                continue
+            where = view.all_of(c.where)
+            if c.per is None:
+                out.append(GroupConc(g.name, members, c, where, None, None, ((c.name, 0),)))
+                continue
+            codes, values = view.codes(c.per)
+            counted = codes[anywhere & where & (codes >= 0)]
+            present = np.flatnonzero(np.bincount(counted, minlength=len(values)))
+            segs = tuple(sorted(((f"{c.name}[{values[k]}]", int(k)) for k in present), key=lambda s: s[0]))
+            out.append(GroupConc(g.name, members, c, where, codes, values, segs))
+    return tuple(out)
+
+
 def _group_rows(terms: Terms) -> tuple[GroupRow, ...]:
     index = {f.id: r for r, f in enumerate(terms.funders)}
     out: list[GroupRow] = []
@@ -174,6 +222,7 @@ class Instance:
     digest: str
     closed: dict[str, str] = field(default_factory=dict)  # route id -> reason it takes nothing
     groups: tuple[GroupRow, ...] = ()  # diversification rows over several funders
+    group_conc: tuple[GroupConc, ...] = ()  # groups' concentration limits
     # rate grids: per graded route, each loan's tier and the tiers' k1 and k0 (k1, k0 above hold
     # the grid's default there)
     tier: dict[int, np.ndarray] = field(default_factory=dict)
@@ -201,6 +250,11 @@ class Instance:
             tk = t[loans]
             K1[:, r], K0[:, r] = self.tier_k1[r][tk], self.tier_k0[r][tk]
         return K1, K0
+
+    @cached_property
+    def group_segments(self) -> tuple[tuple[GroupConc, str, int], ...]:
+        """Every group-concentration row's limit, label and code, by its flat index (its ``ref``)."""
+        return tuple((gc, label, code) for gc in self.group_conc for label, code in gc.segments)
 
     @property
     def has_funded_total(self) -> bool:
@@ -501,6 +555,8 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
             slot, borrowers, orows = _obligor(borrower_codes.result(), funders, exposures, share, principal,
                                               elig, breaches)
 
+    group_conc = _group_concentration(terms, view, elig, src, problems)
+
     # --- unfunded penalty ----------------------------------------------------------------------
     if n:
         for r in range(R):
@@ -526,7 +582,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures), closed=closed,
-        groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0,
+        groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc,
     )
 
 

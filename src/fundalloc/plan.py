@@ -152,8 +152,9 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd
     for r, grp in binding.groupby("route"):
         by_route[int(r)] = list(grp["constraint"])
     for row in binding.itertuples(index=False):  # a group's limit binds on each of its members
-        if row.kind in ("group_share", "group_max"):
-            for m in inst.groups[int(row.ref)].members:
+        if row.kind in ("group_share", "group_max", "group_concentration"):
+            group = inst.groups[int(row.ref)] if row.kind != "group_concentration" else inst.group_segments[int(row.ref)][0]
+            for m in group.members:
                 by_route.setdefault(int(m), []).append(row.constraint)
     el = inst.elig[unf]
     keys, inverse = np.unique(np.packbits(el, axis=1), axis=0, return_inverse=True)
@@ -207,6 +208,8 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
             shadow[i] = y * (A_lp[r] + (t.existing_total if t.portfolio and not row.note else 0.0))
         elif row.kind in ("funder_share", "group_share"):  # per unit of share of the day's principal
             shadow[i] = y * solved.funded_lp
+        elif row.kind == "group_concentration":  # per unit of share of the group's total
+            shadow[i] = y * float(sum(A_lp[m] for m in inst.group_segments[int(row.ref)][0].members))
         else:
             shadow[i] = y
         binding[i] = abs(y) > 1e-12 or _tight(row)

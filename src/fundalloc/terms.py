@@ -355,15 +355,29 @@ class Group(_Strict):
     members: tuple[str, ...] = Field(min_length=1)
     daily_max: NonNegative | None = None
     max_share_of_day: float | None = Field(default=None, ge=0, le=1)
+    #: a segment's share of the members' total today (over today's loans: basis new)
+    concentration: tuple[Concentration, ...] = ()
 
     @model_validator(mode="after")
     def _limits(self) -> "Group":
-        if self.daily_max is None and self.max_share_of_day is None:
-            raise ValueError("a group needs 'daily_max' and/or 'max_share_of_day'")
+        if self.daily_max is None and self.max_share_of_day is None and not self.concentration:
+            raise ValueError("a group needs 'daily_max', 'max_share_of_day' and/or 'concentration'")
         dup = sorted({m for m in self.members if self.members.count(m) > 1})
         if dup:
             raise ValueError(f"members repeat: {dup}")
+        names = [c.name for c in self.concentration]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"concentration names repeat: {dup}")
+        if any(c.basis == Basis.PORTFOLIO for c in self.concentration):
+            raise ValueError("a group's concentration is over the members' loans of today: basis new")
         return self
+
+    def columns(self) -> set[str]:
+        cols: set[str] = set()
+        for c in self.concentration:
+            cols |= c.columns()
+        return cols
 
 
 class Terms(_Strict):
@@ -414,6 +428,8 @@ class Terms(_Strict):
         cols = set(self.platform.eligibility)
         for f in self.funders:
             cols |= f.columns()
+        for g in self.groups:
+            cols |= g.columns()
         return cols
 
     def canonical_json(self) -> str:

@@ -274,6 +274,17 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
             rep.add("funder_share", f.id, f"{Af:,.2f} > {x} x the day's {day:,.2f}", Af - x * day)
     for g in terms.groups:
         AG = float(sum(float(A.get(m, 0.0)) for m in g.members))
+        on_g = route.isin(list(g.members))
+        for c in g.concentration:  # each segment's share of the members' total today
+            seg = _all_rules(df, c.where) & on_g
+            parts = ([(f"{c.name}[{v}]", seg & (df[c.per].astype("string") == v).fillna(False))
+                      for v in sorted(df.loc[seg, c.per].dropna().astype(str).unique())] if c.per else [(c.name, seg)])
+            for label, mask in parts:
+                rep.checked += 1
+                held = float(a[mask].sum())
+                if held > c.max_share * AG + TOL:
+                    rep.add("group_concentration", g.name, f"{label}: {held:,.2f} > {c.max_share} x {AG:,.2f}",
+                            held - c.max_share * AG)
         if g.daily_max is not None:
             rep.checked += 1
             if AG > g.daily_max + TOL:

@@ -123,6 +123,9 @@ def loan_classes(inst: Instance) -> tuple[np.ndarray, int, list[str]]:
     # a graded route prices by tier: a class's loans share theirs wherever they are eligible
     for r, t in inst.tier.items():
         keys.append(np.where(inst.elig[:, r], t, -1))
+    for gc in inst.group_conc:  # a group's segment, wherever the loan may go to a member
+        anywhere = inst.elig[:, list(gc.members)].any(axis=1)
+        keys.append(np.where(anywhere & gc.where, 0 if gc.per_codes is None else gc.per_codes, -1))
     if inst.obligor_rows:
         keys.append(inst.obligor_slot)
     continuous = list(inst.fields)

@@ -86,6 +86,11 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
             base[:, r] -= yi * s[r]
         elif k == RowKind.PLATFORM_CAPACITY.value:
             base -= yi * inst.platform_share[None, :]
+        elif k == RowKind.GROUP_CONCENTRATION.value:  # its segment part (the totals' through A_f)
+            gc, _, code = inst.group_segments[j]
+            inside = gc.member_code(cls_rep) == code
+            for m in gc.members:
+                base[inside, m] -= yi * s[m]
         elif k == RowKind.FUNDED.value:  # its platform-route part (funders' enter through A_f)
             base[:, inst.platform_route] += yi
         elif k == RowKind.CONCENTRATION.value:

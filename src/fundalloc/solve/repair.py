@@ -63,7 +63,7 @@ def repair(rows: Rows, route: np.ndarray, tol: float = TOL, max_rounds: int = 10
                 loans = np.flatnonzero(state.route < R)
                 w = np.append(inst.platform_share, 0.0)[state.route[loans]] * inst.principal[loans]
             elif int(rows.route[k]) < 0:  # a group's row: its members' loans (each lowers it)
-                members = np.flatnonzero(rows.groups.member[k - rows.groups.offset])
+                members = rows.members(k)
                 loans = np.flatnonzero(np.isin(state.route, members))
                 w = np.zeros(len(loans))
                 for r in members:

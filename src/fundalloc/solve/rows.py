@@ -10,6 +10,7 @@ inequality in its docstring:
 - :class:`ConcentrationRows` — a segment's share of a funder's amount;
 - :class:`WeightedAverageRows` — a field's amount-weighted mean over a funder's loans;
 - :class:`PlatformRows` — the platform's capital (a row every route touches);
+- :class:`GroupConcentrationRows` — a segment's share of a group's total;
 - :class:`GroupRows` — funder diversification: a funder's or a group's share of the day's funded
   principal (rows every route touches) and a group's daily maximum;
 - :class:`ObligorRows` — a borrower's exposure at a funder (sparse: at most one row per loan and
@@ -263,6 +264,55 @@ class PlatformRows(Family):
         return np.array([float(np.dot(np.append(inst.platform_share, 0.0)[idx.route], inst.principal))])
 
 
+class GroupConcentrationRows(Family):
+    """A group's concentration: ``sum_{f in G} sum_{i in S} a_i - alpha sum_{f in G} A_f <= 0``, i.e. a
+    loan on a member route ``r`` has the coefficient ``s_r p_i (1[i in S] - alpha)``."""
+
+    kind = RowKind.GROUP_CONCENTRATION
+
+    def __init__(self, inst: Instance):
+        self.inst = inst
+        segs = inst.group_segments
+        self.route = np.full(len(segs), -1, dtype=np.int64)
+        self.ref = np.arange(len(segs), dtype=np.int64)
+        self.label = [f"group_concentration:{gc.group}:{lab}" for gc, lab, _ in segs]
+        self.rhs = np.zeros(len(segs))
+        self.alpha = np.array([gc.spec.max_share for gc, _, _ in segs], dtype=float)
+        self.code = np.array([code for _, _, code in segs], dtype=np.int64)
+        self.member = np.zeros((len(segs), inst.R), dtype=bool)
+        for k, (gc, _, _) in enumerate(segs):
+            self.member[k, list(gc.members)] = True
+        self._on = tuple(np.flatnonzero(self.member[:, r]) for r in range(inst.R))
+
+    def rows_on(self, r: int) -> np.ndarray:
+        return self._on[r] if self.m else np.zeros(0, dtype=np.int64)
+
+    def coef(self, r: int, loans: np.ndarray) -> np.ndarray:
+        ids = self.rows_on(r)
+        a = self.inst.share[r] * self.inst.principal[loans]
+        out = np.empty((len(ids), len(loans)))
+        for row, k in enumerate(ids):
+            gc = self.inst.group_segments[int(k)][0]
+            out[row] = a * ((gc.member_code(loans) == self.code[k]) - self.alpha[k])
+        return out
+
+    def amounts(self, idx: RouteIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the segment's funder amount over the members, and the members' total."""
+        seg, tot = np.zeros(self.m), np.zeros(self.m)
+        for k, (gc, _, code) in enumerate(self.inst.group_segments):
+            for r in gc.members:
+                loans = idx.on[r]
+                seg[k] += float(idx.amount[loans][gc.member_code(loans) == code].sum())
+                tot[k] += float(idx.totals[r])
+        return seg, tot
+
+    def activity(self, idx: RouteIndex) -> np.ndarray:
+        if not self.m:
+            return np.zeros(0)
+        seg, tot = self.amounts(idx)
+        return seg - self.alpha * tot
+
+
 class GroupRows(Family):
     """Diversification over several funders (:class:`~fundalloc.instance.GroupRow`):
     ``sum_{f in G} A_f - alpha D <= cap`` with ``D`` the day's funded principal, i.e. a loan on
@@ -371,7 +421,7 @@ class Rows:
         fams: list[Family] = [CapRows(inst, RowKind.DAILY_MAX, inst.daily_max),
                               CapRows(inst, RowKind.FACILITY_HEADROOM, inst.headroom),
                               ConcentrationRows(inst), WeightedAverageRows(inst), PlatformRows(inst),
-                              GroupRows(inst), ObligorRows(inst)]
+                              GroupConcentrationRows(inst), GroupRows(inst), ObligorRows(inst)]
         off = 0
         for f in fams:
             f.offset = off
@@ -417,6 +467,13 @@ class Rows:
     @property
     def groups(self) -> GroupRows:
         return self.families[-2]  # type: ignore[return-value]
+
+    def members(self, k: int) -> np.ndarray:
+        """The routes of a row over several funders (a group's: ``route`` -1), ascending."""
+        for f in self.families:
+            if f.m and f.offset <= k < f.offset + f.m and hasattr(f, "member"):
+                return np.flatnonzero(f.member[k - f.offset])
+        return np.zeros(0, dtype=np.int64)
 
     @cached_property
     def route_rows(self) -> tuple[np.ndarray, ...]:

@@ -78,9 +78,9 @@ class Exchange:
                 if int(self.rows.route[k]) == r:
                     self.local[int(k)] = (r, j)
         # a group's rows (several member routes): row -> its members
-        groups = self.rows.groups
         self.members: dict[int, np.ndarray] = {
-            groups.offset + j: np.flatnonzero(groups.member[j]) for j in range(groups.m) if groups.route[j] < 0}
+            int(k): self.rows.members(int(k)) for k in np.flatnonzero(self.rows.route < 0)
+            if len(self.rows.members(int(k)))}
 
     # --- row coefficients ---------------------------------------------------------------------
 
