@@ -57,9 +57,12 @@ def cases(quick: bool) -> dict[str, callable]:
         "realistic 100k": lambda: hard.realistic(100_000, 3),
         "diversified 20k": lambda: hard.diversified(20_000, 3),
         "diversified 100k": lambda: hard.diversified(100_000, 3),
+        "graded 20k": lambda: hard.graded(20_000, 3),
+        "graded 100k": lambda: hard.graded(100_000, 3),
     }
     if quick:
-        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k"):
+        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k",
+                  "graded 100k"):
             out.pop(k)
     return out
 
