@@ -234,6 +234,7 @@ def test_small_diversified_days_match_the_enumerated_optimum(day):
         assert slow == pytest.approx(best, rel=1e-9, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11])
 def test_a_generated_day_with_diversification_holds_every_limit(tmp_path, seed):
     sys.path.insert(0, str(__import__("conftest").FIXTURES))
@@ -274,6 +275,7 @@ def test_a_what_if_that_removes_a_member_keeps_the_group_of_the_rest():
     assert amount.max() <= 0.3 * float(loans["principal"].sum()) + 1e-6
 
 
+@pytest.mark.slow
 def test_the_batch_plans_two_days_with_groups_and_every_day_verifies(tmp_path):
     """The day-end batch carries groups into each day's terms (a group's cap scaled with the days
     its look-ahead plans as one) and every day's plan holds them."""

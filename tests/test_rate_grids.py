@@ -145,6 +145,7 @@ def test_small_graded_days_match_the_enumerated_optimum(tmp_path_factory, day):
     assert rep.ok, rep.lines()
 
 
+@pytest.mark.slow
 def test_a_generated_day_with_a_tenor_and_grade_grid_holds_every_limit(tmp_path):
     """Loans of different tiers are never aggregated together: the LP bound stays valid and the
     plan verifies, with the grid's lines priced into each loan's cost."""
