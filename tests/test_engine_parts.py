@@ -269,3 +269,26 @@ def test_cuts_follow_the_lp_fractions_and_the_pieces(pieces):
                 assert np.searchsorted(seg, lo[first] + 1e-12, side="right") == \
                     np.searchsorted(seg, hi[last] - 1e-12, side="left")
         assert len(np.unique(ids)) >= min(pieces, len(order))
+
+
+@pytest.mark.parametrize("status, stopped", [("time_limit", True), ("optimal", False), ("work_limit", False)])
+def test_every_solver_call_goes_through_the_context_and_a_time_limited_answer_marks_the_plan(status, stopped):
+    """Context.solve hands the solver what is left to the safety stop (at least a second) and, when
+    the solver says the time limit cut it short, the solve is marked stopped (its plan then says
+    ``time_limit``) whichever phase asked; a node or iteration budget never does."""
+    from fundalloc.backends import Solution, SolveOptions, SolveStatus
+    from fundalloc.solve.context import Clock, Context, Work
+
+    seen = []
+
+    class Fake:
+        name = "fake"
+
+        def solve(self, problem, options):
+            seen.append(options)
+            return Solution(SolveStatus(status), None, float("nan"), float("nan"), None, 0.0, "fake", "0")
+
+    ctx = Context(None, None, fa.PlanOptions(), Fake(), Clock(time_limit=-1.0), Work(10))
+    ctx.solve(None, SolveOptions(node_limit=7))
+    assert seen[0].time_limit == 1.0 and seen[0].node_limit == 7
+    assert ctx.clock.stopped is stopped

@@ -7,7 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..backends import Backend
+from dataclasses import replace
+
+from ..backends import Backend, Solution, SolveOptions, SolveStatus
+from ..formulation import Problem
 from ..instance import Instance
 from .options import PlanOptions
 
@@ -82,3 +85,12 @@ class Context:
 
     def count(self, key: str, value: float = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + value
+
+    def solve(self, problem: Problem, options: SolveOptions = SolveOptions()) -> Solution:
+        """Every LP and MIP of a solve goes through here: the solver's time limit is what is left
+        to the safety stop (at least a second, so that a last LP can still finish), and an answer
+        the time limit cut short marks the solve as stopped, whichever phase asked for it."""
+        sol = self.backend.solve(problem, replace(options, time_limit=max(self.clock.remaining(), 1.0)))
+        if sol.status == SolveStatus.TIME_LIMIT:
+            self.clock.stopped = True
+        return sol

@@ -119,14 +119,14 @@ def refine(ctx: Context, cls: np.ndarray, cls_rep: np.ndarray, eligible: np.ndar
             basis = inherit_basis(prob, sol.basis, sol.x, new_prob, parent, R)
         elif sol is None and start_basis is not None and start_shape == (new_prob.n_rows, new_prob.n_cols):
             basis = start_basis
-        new_sol = ctx.backend.solve(new_prob, SolveOptions(time_limit=max(ctx.clock.remaining(), 1.0), basis=basis))
+        new_sol = ctx.solve(new_prob, SolveOptions(basis=basis))
         ctx.clock.lap("lp")
         ctx.count("simplex_iterations", new_sol.detail.get("iterations", 0))
         solved = new_sol.x is not None and new_sol.row_dual is not None
         if sol is not None and (not solved or new_sol.status == SolveStatus.TIME_LIMIT):
             bins, nb = prev  # the safety stop mid-refinement: the last solved LP and its bound stand
             stopped = True
-            ctx.clock.stopped = True
+            ctx.clock.stopped = True  # (also when the LP failed without saying why)
             break
         if not solved:
             raise SolverError(f"the LP over {nb} bins ended with status {new_sol.status} "
@@ -134,7 +134,6 @@ def refine(ctx: Context, cls: np.ndarray, cls_rep: np.ndarray, eligible: np.ndar
         prob, sol, units = new_prob, new_sol, new_units
         if sol.status == SolveStatus.TIME_LIMIT:
             stopped = True
-            ctx.clock.stopped = True
         dual = arrange_duals(inst, prob, sol.row_dual, cls_rep, eligible)
         lb, cheapest = bin_bound(inst, dual, cls, bins, nb)
         best_lb = max(best_lb, lb)

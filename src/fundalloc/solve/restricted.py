@@ -219,12 +219,9 @@ def place(ctx: Context, inst: Instance, route: np.ndarray, sums: FixedSums, allo
         unit_route[fk_n:] = start_route[free_idx]
         start = assignment_vector(inst, prob, units, unit_route)[keep]
     gap = rel_gap if rel_gap is not None else ctx.options.gap_tolerance / 10
-    sol = ctx.backend.solve(small, SolveOptions(time_limit=ctx.clock.remaining(), mip_rel_gap=gap,
-                                                objective_target=target, start=start, node_limit=int(nodes)))
+    sol = ctx.solve(small, SolveOptions(mip_rel_gap=gap, objective_target=target, start=start, node_limit=int(nodes)))
     used = int(sol.detail.get("nodes", 0))
     ctx.work.charge("mip_nodes", 1000 * max(used, 1))
-    if sol.status == SolveStatus.TIME_LIMIT:
-        ctx.clock.stopped = True
     if sol.x is None:
         out = route.copy()
         out[free] = R if start_route is None else start_route[free]

@@ -106,7 +106,7 @@ def _chunk_lps(ctx: Context, bins: np.ndarray, big: np.ndarray, T: np.ndarray, P
         rep[gid[::-1]] = free_idx[::-1]
         prob, small, keep, xf, units, _, fk_n, _ = restricted(inst, route, sums, bin_support[bins[rep]],
                                                                 integer=False, free_group=gid)
-        sol = ctx.backend.solve(small, SolveOptions(time_limit=max(clock.remaining(), 1.0)))
+        sol = ctx.solve(small)
         ctx.count("simplex_iterations", sol.detail.get("iterations", 0))
         ctx.count("cuts")
         if sol.x is None or sol.status != SolveStatus.OPTIMAL or sol.basis is None:
@@ -214,7 +214,7 @@ def loan_lp(ctx: Context, route: np.ndarray, free: np.ndarray, sums: FixedSums, 
             else:
                 hi[i] -= d
         small = replace(small, row_lo=lo, row_hi=hi)
-    sol = ctx.backend.solve(small, SolveOptions(time_limit=max(ctx.clock.remaining(), 1.0), basis=start))
+    sol = ctx.solve(small, SolveOptions(basis=start))
     ctx.count("simplex_iterations", sol.detail.get("iterations", 0))
     if sol.x is None or sol.status != SolveStatus.OPTIMAL:
         return None
