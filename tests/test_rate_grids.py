@@ -151,15 +151,10 @@ def test_a_generated_day_with_a_tenor_and_grade_grid_holds_every_limit(tmp_path)
     plan verifies, with the grid's lines priced into each loan's cost."""
     sys.path.insert(0, str(FIXTURES))
     import generate
+    import hard
 
     loans = generate.make_loans(3000, seed=5)
-    terms = generate.make_terms(3000, seed=5)
-    for f in terms["funders"]:
-        if f["kind"] == "bank":
-            base = f["cost_of_funds"]
-            f["cost_of_funds"] = [{"where": {"tenor_months": {"max": 6}}, "rate": round(base - 0.01, 4)},
-                                  {"where": {"risk_grade": ["D", "E"]}, "rate": round(base + 0.02, 4)},
-                                  {"default": base}]
+    terms = hard.grade_banks(generate.make_terms(3000, seed=5), under=0.01, over=0.02)
     files = write_day(tmp_path / "in", loans, terms, loans_name="loans.parquet")
     plan = fa.plan(files["originations"], files["funders"])
     plan.write(tmp_path / "out")

@@ -25,7 +25,7 @@ def amounts(inst: Instance, route: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     p = inst.principal
     funder = np.where(funded, inst.share[r] * p, 0.0)
     platform = np.where(funded, np.where(r == inst.platform_route, 0.0, inst.platform_share[r] * p), 0.0)
-    k1, k0 = inst.rates(np.arange(inst.n), r)
+    k1, k0 = inst.rates(None, r)
     cost = np.where(funded, p * (k1 * inst.life + k0), 0.0)
     return funder, platform, cost
 

@@ -21,7 +21,7 @@ Rows are built one family at a time; each family's docstring carries its inequal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -99,10 +99,14 @@ class Block:
     route: np.ndarray
     ref: np.ndarray
     label: list[str]
+    kinds: np.ndarray | None = None  # per row, when a family holds several kinds of row
 
     @property
     def m(self) -> int:
         return len(self.lo)
+
+    def row_kinds(self) -> np.ndarray:
+        return self.kinds if self.kinds is not None else np.full(self.m, self.kind.value, dtype=object)
 
 
 @dataclass(frozen=True, eq=False)
@@ -366,8 +370,9 @@ def define_groups(inst: Instance, units: Units, cols: _Cols) -> Block:
             vals.append(-g.alpha)
     m = len(inst.groups)
     route = [g.members[0] if g.kind == "funder_share" else -1 for g in inst.groups]
-    return _block(RowKind.GROUP_MAX, rows, cc, vals, np.full(m, -np.inf), [g.cap for g in inst.groups],
-                  route, np.arange(m), [g.label for g in inst.groups])
+    block = _block(RowKind.GROUP_MAX, rows, cc, vals, np.full(m, -np.inf), [g.cap for g in inst.groups],
+                   route, np.arange(m), [g.label for g in inst.groups])
+    return replace(block, kinds=np.array([g.kind for g in inst.groups], dtype=object))
 
 
 def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
@@ -395,12 +400,6 @@ FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_
             define_platform_capacity, define_funded, define_groups, define_group_concentration)
 
 
-def _kinds(inst: Instance, b: Block) -> np.ndarray:
-    if b.kind == RowKind.GROUP_MAX:  # the diversification block holds three kinds of row
-        return np.array([inst.groups[j].kind for j in b.ref], dtype=object)
-    return np.full(b.m, b.kind.value, dtype=object)
-
-
 def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
               allowed: np.ndarray | None = None) -> Problem:
     """Build the problem for ``units``.
@@ -423,7 +422,7 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     A.sum_duplicates()
     A.sort_indices()
     rows = pd.DataFrame({
-        "kind": np.concatenate([_kinds(inst, b) for b in blocks]) if blocks else [],
+        "kind": np.concatenate([b.row_kinds() for b in blocks]) if blocks else [],
         "route": np.concatenate([b.route for b in blocks]),
         "ref": np.concatenate([b.ref for b in blocks]),
         "label": [lab for b in blocks for lab in b.label],

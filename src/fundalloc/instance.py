@@ -229,16 +229,17 @@ class Instance:
     tier_k1: dict[int, np.ndarray] = field(default_factory=dict)
     tier_k0: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def rates(self, loans: np.ndarray, routes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-        """``k1`` and ``k0`` of each loan on its route (routes ``< R``; one route for all, or one each)."""
-        routes = np.broadcast_to(np.asarray(routes, dtype=np.int64), np.shape(loans))
+    def rates(self, loans: np.ndarray | None, routes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """``k1`` and ``k0`` of each loan on its route (routes ``< R``; one route for all, or one
+        each). ``loans`` None: every loan of the day, in order (``routes`` then has one per loan)."""
+        routes = np.broadcast_to(np.asarray(routes, dtype=np.int64), (self.n,) if loans is None else np.shape(loans))
         k1, k0 = self.k1[routes], self.k0[routes]
         if self.tier:
             k1, k0 = k1.copy(), k0.copy()
             for r, t in self.tier.items():
                 sel = np.flatnonzero(routes == r)
                 if len(sel):
-                    tk = t[loans[sel]]
+                    tk = t[sel if loans is None else loans[sel]]
                     k1[sel], k0[sel] = self.tier_k1[r][tk], self.tier_k0[r][tk]
         return k1, k0
 

@@ -555,7 +555,7 @@ def objective(inst: Instance, route: np.ndarray) -> float:
     """A whole-loan plan's objective: funding cost, unfunded principal at the penalty, shortfall fees."""
     amount = np.append(inst.share, 0.0)[route] * inst.principal
     funded = route < inst.R
-    k1, k0 = inst.rates(np.arange(inst.n), np.where(funded, route, 0))
+    k1, k0 = inst.rates(None, np.where(funded, route, 0))
     cost = np.where(funded, k1 * inst.principal_life + k0 * inst.principal, 0.0)
     totals = np.bincount(route, weights=amount, minlength=inst.R + 1)[:inst.R]
     return float(cost.sum() + inst.penalty * inst.principal[route == inst.R].sum() + shortfall_cost(inst, totals))

@@ -78,9 +78,7 @@ class Exchange:
                 if int(self.rows.route[k]) == r:
                     self.local[int(k)] = (r, j)
         # a group's rows (several member routes): row -> its members
-        self.members: dict[int, np.ndarray] = {
-            int(k): self.rows.members(int(k)) for k in np.flatnonzero(self.rows.route < 0)
-            if len(self.rows.members(int(k)))}
+        self.members = {int(k): self.rows.members(int(k)) for k in np.flatnonzero(self.rows.route < 0)}
 
     # --- row coefficients ---------------------------------------------------------------------
 
