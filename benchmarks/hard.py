@@ -47,6 +47,8 @@ def cases(quick: bool) -> dict[str, callable]:
         "tight 20k": lambda: hard.tight(20_000, 3),
         "tight 100k": lambda: hard.tight(100_000, 3),
         "minimum-heavy 20k": lambda: hard.minimum_heavy(20_000, 3),
+        "committed 20k": lambda: hard.committed(20_000, 3),
+        "committed 100k": lambda: hard.committed(100_000, 3),
         "single route 441": lambda: hard.single_route(441, 3),
         "single route 20k": lambda: hard.single_route(20_000, 3),
         "subset-sum 8x250": lambda: hard.subset_sum(8, 250, 3),
@@ -61,7 +63,7 @@ def cases(quick: bool) -> dict[str, callable]:
         "graded 100k": lambda: hard.graded(100_000, 3),
     }
     if quick:
-        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k",
+        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k", "committed 100k",
                   "graded 100k"):
             out.pop(k)
     return out

@@ -156,6 +156,8 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                     ok &= A[:, r] <= cap + TOL
             if f.facility_limit is not None:
                 ok &= A[:, r] <= max(f.facility_limit - f.outstanding, 0.0) + TOL
+            if f.daily_min_hard is not None:
+                ok &= A[:, r] >= f.daily_min_hard - TOL
             on = choice == r
             for w in f.weighted_average:
                 v = pd.to_numeric(loans[w.field], errors="coerce").to_numpy(dtype=float)

@@ -137,6 +137,8 @@ def _objective(rows, combo, terms, F, exp) -> float:
                 return math.inf
         if f.daily_min:
             short += f.shortfall_fee * max(0.0, f.daily_min - a)
+        if f.daily_min_hard is not None and a < f.daily_min_hard - 1e-9:
+            return math.inf
     # diversification: shares of the day's funded principal, groups' caps
     day = sum(row["principal"] for row, rid in zip(rows, combo) if rid is not None)
     for fid, f in F.items():

@@ -296,6 +296,10 @@ def _scaled_terms(terms: Terms, state: State, days: int, remaining: dict[str, fl
             f["daily_max"] = f["daily_max"] * days
         if f.get("daily_min") is not None:
             f["daily_min"] = f["daily_min"] * days
+        # over a forecast, a hard minimum guides the pacing as a soft one (the day itself holds it hard)
+        hard = f.pop("daily_min_hard", None)
+        if hard:
+            f["daily_min"] = max(f.get("daily_min") or 0.0, hard * days)
         if fid in remaining:
             f["daily_max"] = min(f.get("daily_max", np.inf), remaining[fid])
         if fid in remaining_min:
@@ -394,7 +398,10 @@ def day_terms(terms: Terms, state: State, pacing: Pacing) -> Terms:
         fid = f["id"]
         f["outstanding"] = round(f.get("outstanding", 0.0) + state.carried.get(fid, 0.0), 2)
         if fid in pacing.allowance:
-            f["daily_max"] = min(f.get("daily_max", np.inf), pacing.allowance[fid])
+            allowed = pacing.allowance[fid]
+            if f.get("daily_min_hard"):  # pacing never paces below a hard minimum the quota still holds
+                allowed = max(allowed, min(f["daily_min_hard"], pacing.remaining.get(fid, np.inf)))
+            f["daily_max"] = min(f.get("daily_max", np.inf), allowed)
         if fid in pacing.min_target and pacing.min_target[fid] > 0:
             f["daily_min"] = max(f.get("daily_min") or 0.0, pacing.min_target[fid])
         if f.get("daily_min") is not None and f.get("daily_max") is not None:

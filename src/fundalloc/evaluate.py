@@ -59,13 +59,13 @@ def obligor_values(inst: Instance, route: np.ndarray, rows: Rows | None = None) 
 
 def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.DataFrame:
     """Every row's value, limit, slack and excess, in the order of the plan's ``constraints.csv``:
-    per funder its caps and soft minimum, then concentration, weighted averages, obligor rows,
+    per funder its caps, soft and hard minimums, then concentration, weighted averages, obligor rows,
     diversification (funders' and groups' shares of the day, groups' caps) and the platform's
     capital."""
     rows = rows if rows is not None else Rows.build(inst)
     idx = RouteIndex.of(inst, route)
     A = idx.totals
-    daily, facility, conc, wa, plat, gconc, groups, ob = rows.families
+    daily, facility, _, conc, wa, plat, gconc, groups, ob = rows.families
     recs: list[dict] = []
 
     def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True, who=None):
@@ -87,6 +87,9 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
             lim = inst.daily_min[r]
             add(f"daily_min:{inst.route_ids[r]}", r, "daily_min", A[r], lim, A[r] - lim,
                 0.0, r, "soft: shortfall is priced at the shortfall fee", hard=False)
+        if inst.daily_min_hard[r] > 0:
+            lim = inst.daily_min_hard[r]
+            add(f"daily_min_hard:{inst.route_ids[r]}", r, "daily_min_hard", A[r], lim, A[r] - lim, lim - A[r], r)
     seg_amt = conc.segment_amounts(idx)
     for k in range(conc.m):
         r = int(conc.route[k])

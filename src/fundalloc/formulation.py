@@ -14,6 +14,9 @@ Variables (columns), in this order:
 - ``t[u, unfunded]`` in [0, 1];
 - ``A[f]`` >= 0: funder ``f``'s total funder amount today (one per funder);
 - ``z[f]`` in [0, daily_min]: shortfall below a soft daily minimum;
+- ``h[f]`` in [0, daily_min_hard]: shortfall below a hard minimum, priced at the instance's
+  ``hard_fee``, an exact penalty (a plan pays it only when no plan meets the minimum: the solve
+  then reports the conflicting rows instead of a plan);
 - ``D`` >= 0: the day's funded principal, present only when a share-of-day limit needs it.
 
 Rows are built one family at a time; each family's docstring carries its inequality.
@@ -37,6 +40,7 @@ class RowKind(StrEnum):
     DAILY_MAX = "daily_max"
     FACILITY_HEADROOM = "facility_headroom"
     DAILY_MIN = "daily_min"
+    DAILY_MIN_HARD = "daily_min_hard"
     CONCENTRATION = "concentration"
     WA_MIN = "weighted_average_min"
     WA_MAX = "weighted_average_max"
@@ -128,6 +132,12 @@ class Problem:
     shortfall_col: np.ndarray  # per funder route: column of z[f], or -1
     offset: float = 0.0
     funded_col: int = -1  # column of D, the day's funded principal (-1: not in the model)
+    hard_col: np.ndarray | None = None  # per funder route: column of h[f] (hard minimum), or -1
+
+    @property
+    def hard_cols(self) -> np.ndarray:
+        """Per funder route: the column of its hard-minimum shortfall, -1 where none."""
+        return self.hard_col if self.hard_col is not None else np.full(len(self.total_col), -1, dtype=np.int64)
 
     @property
     def n_cols(self) -> int:
@@ -156,6 +166,10 @@ class _Cols:
         self.shortfall = np.full(F, -1, dtype=np.int64)
         self.shortfall[has_min] = self.n_pairs + self.U + F + np.arange(has_min.sum())
         self.n = self.n_pairs + self.U + F + int(has_min.sum())
+        has_hard = inst.daily_min_hard[:F] > 0
+        self.hard = np.full(F, -1, dtype=np.int64)
+        self.hard[has_hard] = self.n + np.arange(has_hard.sum())
+        self.n += int(has_hard.sum())
         self.funded = -1
         if inst.has_funded_total:
             self.funded = self.n
@@ -214,14 +228,25 @@ def define_facility_headroom(inst: Instance, units: Units, cols: _Cols) -> Block
     return _cap_block(inst, cols, np.maximum(inst.headroom, 0.0), RowKind.FACILITY_HEADROOM)
 
 
-def define_daily_min(inst: Instance, units: Units, cols: _Cols) -> Block:
-    """Soft daily minimum: ``A_f + z_f >= daily_min_f`` with ``z_f`` priced at the shortfall fee."""
-    rs = np.flatnonzero(cols.shortfall >= 0)
+def _min_block(inst: Instance, cols: _Cols, kind: RowKind, slack_col: np.ndarray, limits: np.ndarray) -> Block:
+    """``A_f + slack_f >= limit_f`` for the funders with a slack column."""
+    rs = np.flatnonzero(slack_col >= 0)
     k = len(rs)
     rows = np.concatenate([np.arange(k), np.arange(k)])
-    cc = np.concatenate([cols.total[rs], cols.shortfall[rs]])
-    return _block(RowKind.DAILY_MIN, rows, cc, np.ones(2 * k), inst.daily_min[rs], np.full(k, np.inf),
-                  rs, rs, [f"daily_min:{inst.route_ids[r]}" for r in rs])
+    cc = np.concatenate([cols.total[rs], slack_col[rs]])
+    return _block(kind, rows, cc, np.ones(2 * k), limits[rs], np.full(k, np.inf),
+                  rs, rs, [f"{kind.value}:{inst.route_ids[r]}" for r in rs])
+
+
+def define_daily_min(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Soft daily minimum: ``A_f + z_f >= daily_min_f`` with ``z_f`` priced at the shortfall fee."""
+    return _min_block(inst, cols, RowKind.DAILY_MIN, cols.shortfall, inst.daily_min)
+
+
+def define_daily_min_hard(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Hard daily minimum: ``A_f + h_f >= daily_min_hard_f``, ``h_f`` at the exact penalty (0 in
+    every plan that exists)."""
+    return _min_block(inst, cols, RowKind.DAILY_MIN_HARD, cols.hard, inst.daily_min_hard)
 
 
 def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
@@ -396,7 +421,7 @@ def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Blo
 
 
 FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_headroom,
-            define_daily_min, define_concentration, define_weighted_average, define_obligor,
+            define_daily_min, define_daily_min_hard, define_concentration, define_weighted_average, define_obligor,
             define_platform_capacity, define_funded, define_groups, define_group_concentration)
 
 
@@ -441,6 +466,9 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     col_hi = np.ones(cols.n)
     col_hi[cols.total] = np.inf
     col_hi[cols.shortfall[has_min]] = inst.daily_min[:F][has_min]
+    has_hard = cols.hard >= 0
+    c[cols.hard[has_hard]] = inst.hard_fee
+    col_hi[cols.hard[has_hard]] = inst.daily_min_hard[:F][has_hard]
     if cols.funded >= 0:
         col_hi[cols.funded] = float(units.P.sum())
     if allowed is not None:
@@ -460,7 +488,7 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
         c=c, A=A, col_lo=col_lo, col_hi=col_hi,
         row_lo=np.concatenate([b.lo for b in blocks]), row_hi=np.concatenate([b.hi for b in blocks]),
         integer=integer, rows=rows, pair_unit=pu, pair_route=pr, n_units=U,
-        total_col=cols.total, shortfall_col=cols.shortfall, funded_col=cols.funded,
+        total_col=cols.total, shortfall_col=cols.shortfall, funded_col=cols.funded, hard_col=cols.hard,
     )
 
 
@@ -487,6 +515,6 @@ def drop_fixed_columns(problem: Problem) -> tuple[Problem, np.ndarray, np.ndarra
         rows=problem.rows, pair_unit=problem.pair_unit, pair_route=problem.pair_route,
         n_units=problem.n_units, total_col=moved(problem.total_col), shortfall_col=moved(problem.shortfall_col),
         offset=problem.offset + float(problem.c @ xf),
-        funded_col=int(moved(np.array([problem.funded_col]))[0]),
+        funded_col=int(moved(np.array([problem.funded_col]))[0]), hard_col=moved(problem.hard_cols),
     )
     return small, keep, xf

@@ -24,6 +24,8 @@ from .rules import ColumnView, RuleError
 from .terms import Basis, Concentration, Funder, RateGrid, Terms
 
 BREACH_TOL = 1e-9
+#: a hard minimum's fee in the models, in unfunded penalties per unit of the smallest funding share
+HARD_FEE_FACTOR = 1e4
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,6 +218,7 @@ class Instance:
     headroom: np.ndarray  # R, inf when none (facility_limit - outstanding)
     daily_min: np.ndarray  # R, 0 when none
     shortfall_fee: np.ndarray  # R
+    daily_min_hard: np.ndarray  # R, 0 when none
     platform_capacity: float
     penalty: float
     breaches: tuple[dict[str, Any], ...]
@@ -228,6 +231,10 @@ class Instance:
     tier: dict[int, np.ndarray] = field(default_factory=dict)
     tier_k1: dict[int, np.ndarray] = field(default_factory=dict)
     tier_k0: dict[int, np.ndarray] = field(default_factory=dict)
+    #: the price of a unit short of a hard minimum in the models (an exact penalty: far above any
+    #: dual the row can have, so an LP pays it only when no plan meets the minimum; see
+    #: :mod:`fundalloc.solve.conflict`)
+    hard_fee: float = 0.0
 
     def rates(self, loans: np.ndarray | None, routes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """``k1`` and ``k0`` of each loan on its route (routes ``< R``; one route for all, or one
@@ -540,6 +547,8 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
             elig[:, r] = False
     daily_min = np.array([f.daily_min or 0.0 for f in funders] + [0.0])
     fee = np.array([f.shortfall_fee for f in funders] + [0.0])
+    min_hard = np.array([f.daily_min_hard or 0.0 for f in funders] + [0.0])
+    hard_fee = HARD_FEE_FACTOR * plat.unfunded_penalty / float(share.min()) if (min_hard > 0).any() else 0.0
     cap = plat.daily_capacity if plat.daily_capacity is not None else np.inf
 
     # --- obligor limits ------------------------------------------------------------------------
@@ -581,6 +590,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         k1=k1, k0=k0, principal=principal, life=life, elig=elig, fields=fields, conc=tuple(conc),
         wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
+        daily_min_hard=min_hard, hard_fee=hard_fee,
         platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures), closed=closed,
         groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc,

@@ -241,6 +241,8 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
         "daily_min": inst.daily_min, "shortfall": shortfall,
         "shortfall_cost": shortfall * inst.shortfall_fee,
     })
+    if (inst.daily_min_hard > 0).any():
+        funders["daily_min_hard"] = np.where(inst.daily_min_hard > 0, inst.daily_min_hard, np.nan)
     if np.isfinite(inst.platform_capacity):
         plat = platform_used(inst, route)
         funders["platform_capacity_utilisation"] = [np.nan] * (R - 1) + [plat / inst.platform_capacity if inst.platform_capacity > 0 else np.nan]

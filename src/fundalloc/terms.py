@@ -278,6 +278,9 @@ class Funder(_Strict):
     upfront_fee: Price = 0.0
     daily_max: NonNegative | None = None
     daily_min: NonNegative | None = None
+    #: a hard minimum: a plan must give this funder at least this much today (a day that cannot is
+    #: infeasible, and the error names the rows that conflict)
+    daily_min_hard: NonNegative | None = None
     shortfall_fee: NonNegative = 0.01
     monthly_max: NonNegative | None = None  # quota per calendar month (the batch paces it over the month)
     monthly_min: NonNegative | None = None  # soft monthly minimum, shortfall charged at shortfall_fee
@@ -305,6 +308,10 @@ class Funder(_Strict):
     def _min_max(self) -> "Funder":
         if self.daily_min is not None and self.daily_max is not None and self.daily_min > self.daily_max:
             raise ValueError(f"daily_min {self.daily_min} is above daily_max {self.daily_max}")
+        cap = self.day_cap
+        if self.daily_min_hard is not None and cap is not None and self.daily_min_hard > cap:
+            raise ValueError(f"daily_min_hard {self.daily_min_hard} is above what the day may use ({cap}: "
+                             "daily_max, monthly_max)")
         if self.monthly_min is not None and self.monthly_max is not None and self.monthly_min > self.monthly_max:
             raise ValueError(f"monthly_min {self.monthly_min} is above monthly_max {self.monthly_max}")
         names = [c.name for c in self.concentration]
@@ -450,8 +457,9 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
     if plat.get("max_funder_share") is None:
         plat.pop("max_funder_share", None)
     for f in doc.get("funders", []):
-        if f.get("max_share_of_day", 0) is None:
-            f.pop("max_share_of_day")
+        for key in ("max_share_of_day", "daily_min_hard"):
+            if f.get(key, 0) is None:
+                f.pop(key)
         for w in f.get("weighted_average", []):
             if w.get("basis") is None:
                 w.pop("basis", None)

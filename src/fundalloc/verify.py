@@ -196,6 +196,11 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
             head = f.facility_limit - f.outstanding
             if Af > max(head, 0.0) + TOL:
                 rep.add("facility_headroom", f.id, f"{Af:,.2f} > headroom {head:,.2f}", Af - head)
+        if f.daily_min_hard is not None:
+            rep.checked += 1
+            if Af < f.daily_min_hard - TOL:
+                rep.add("daily_min_hard", f.id, f"{Af:,.2f} < the hard minimum {f.daily_min_hard:,.2f}",
+                        f.daily_min_hard - Af)
         on = route == f.id
         for c in f.concentration:
             basis = c.basis or (Basis.PORTFOLIO if port is not None else Basis.NEW)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
 from ..backends import get_backend
+from ..errors import SolverError
 from ..formulation import RowKind
 from ..instance import Instance
 from .classes import loan_classes, representatives
+from .conflict import check_hard_minimums, check_whole_loans
 from .context import Clock, Context, Progress, Work
 from .incumbent import Incumbent
 from .lagrange import eligible_principal
@@ -21,7 +23,9 @@ from .policy import ColdPolicy, WarmPolicy, WarmStart, best_start_objective, war
 from .refine import Relaxation, refine
 from .repair import repair
 from .restricted import FixedSums
-from .rows import Rows, objective
+from .rows import RouteIndex, Rows, objective
+
+HARD_FEE_CEILING = 1e12  # the exact penalty is raised (x1000) at most up to here
 from .search import search
 from .split import split
 
@@ -76,6 +80,10 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progres
     ctx.clock.lap("aggregate")
 
     relax = refine(ctx, cls, cls_rep, eligible_principal(lp_inst, cls, cls_rep), bins, nb, *policy.basis())
+    if not check_hard_minimums(ctx, relax.prob, relax.sol.x):  # the penalty was too low for this day
+        if inst.hard_fee > HARD_FEE_CEILING:
+            raise SolverError("the hard minimums can be met, but the solve's LP kept paying their penalty")
+        return solve_instance(replace(inst, hard_fee=inst.hard_fee * 1e3), options, progress, warm)
     sums = FixedSums(lp_inst, cls, inst.n >= options.fixed_table_loans)
     sp = split(ctx, relax, sums)
 
@@ -90,6 +98,7 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progres
 
     route, moved = repair(rows, found.route)
     ctx.stats["repaired_loans"] = moved
+    check_whole_loans(inst, RouteIndex.of(inst, route).totals)
     ctx.clock.lap("repair")
     return _report(ctx, relax, route, found.whole_loan_bound, found.proven, incumbent, lazy, cls)
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..formulation import RowKind
 from .rows import TOL, Rows
+
+MIN_KIND = RowKind.DAILY_MIN_HARD.value  # a hard minimum: unfunding cannot mend it (see the fill)
 from .state import PlanState
 
 
@@ -33,15 +36,15 @@ def _pick(weights: np.ndarray, need: float) -> np.ndarray:
 
 
 def repair(rows: Rows, route: np.ndarray, tol: float = TOL, max_rounds: int = 10_000) -> tuple[np.ndarray, int]:
-    """Move loans to unfunded until no hard row is over its limit. Returns the plan and the number
-    of loans moved."""
+    """Move loans to unfunded until no hard row is over its limit (a hard minimum aside: moving
+    loans to unfunded only deepens its shortfall). Returns the plan and the number of loans moved."""
     inst = rows.inst
     R = inst.R
     state = PlanState(rows, route)
     moved = 0
     ob = rows.obligor
     for _ in range(max_rounds):
-        over = np.flatnonzero(state.act - rows.rhs > tol)
+        over = np.flatnonzero((state.act - rows.rhs > tol) & (rows.kind != MIN_KIND))
         if not len(over):
             return state.route, moved
         chosen: list[int] = []

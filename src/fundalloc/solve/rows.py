@@ -7,6 +7,7 @@ independent verifier keeps its own, on purpose). One family per kind of limit, e
 inequality in its docstring:
 
 - :class:`CapRows` — daily maximum and facility headroom;
+- :class:`MinRows` — a hard daily minimum (``-A_f <= -min``);
 - :class:`ConcentrationRows` — a segment's share of a funder's amount;
 - :class:`WeightedAverageRows` — a field's amount-weighted mean over a funder's loans;
 - :class:`PlatformRows` — the platform's capital (a row every route touches);
@@ -86,13 +87,15 @@ class CapRows(Family):
     """Daily maximum ``A_f <= daily_max_f`` and facility headroom ``A_f <= facility_limit_f -
     outstanding_f`` (a facility already above its limit: headroom 0), with ``A_f = sum s_f p_i``."""
 
+    sign = 1.0  # the row is ``sign * A_f <= rhs``
+
     def __init__(self, inst: Instance, kind: RowKind, limits: np.ndarray):
         self.inst, self.kind = inst, kind
         F = inst.R - 1
         rs = np.flatnonzero(np.isfinite(limits[:F]))
         self.route = rs
         self.ref = rs
-        self.rhs = np.maximum(limits[rs], 0.0)
+        self.rhs = self.sign * np.maximum(limits[rs], 0.0)
         self.label = [f"{kind.value}:{inst.route_ids[r]}" for r in rs]
         self._row_of = {int(r): k for k, r in enumerate(rs)}
 
@@ -101,10 +104,21 @@ class CapRows(Family):
         return np.zeros(0, dtype=np.int64) if k is None else np.array([k])
 
     def coef(self, r: int, loans: np.ndarray) -> np.ndarray:
-        return (self.inst.share[r] * self.inst.principal[loans])[None, :]
+        return (self.sign * self.inst.share[r] * self.inst.principal[loans])[None, :]
 
     def activity(self, idx: RouteIndex) -> np.ndarray:
-        return idx.totals[self.route]
+        return self.sign * idx.totals[self.route]
+
+
+class MinRows(CapRows):
+    """Hard daily minimum ``A_f >= daily_min_hard_f``, written ``-A_f <= -daily_min_hard_f``: a loan
+    on ``f`` has the coefficient ``-s_f p_i``. The one row that unfunding cannot mend (the repair
+    leaves it to the search's fill, and a plan that breaks it is never delivered)."""
+
+    sign = -1.0
+
+    def __init__(self, inst: Instance):
+        super().__init__(inst, RowKind.DAILY_MIN_HARD, np.where(inst.daily_min_hard > 0, inst.daily_min_hard, np.inf))
 
 
 class ConcentrationRows(Family):
@@ -420,6 +434,7 @@ class Rows:
     def build(inst: Instance) -> "Rows":
         fams: list[Family] = [CapRows(inst, RowKind.DAILY_MAX, inst.daily_max),
                               CapRows(inst, RowKind.FACILITY_HEADROOM, inst.headroom),
+                              MinRows(inst),
                               ConcentrationRows(inst), WeightedAverageRows(inst), PlatformRows(inst),
                               GroupConcentrationRows(inst), GroupRows(inst), ObligorRows(inst)]
         off = 0
@@ -545,7 +560,7 @@ def loan_cost(inst: Instance, loans: np.ndarray, routes: np.ndarray) -> np.ndarr
 
 
 def shortfall_cost(inst: Instance, totals: np.ndarray) -> float:
-    """The soft minimums' fees: ``sum_f fee_f max(0, daily_min_f - A_f)``."""
+    """The soft minimums' fees: ``sum_f fee_f max(0, daily_min_f - A_f)`` (a hard minimum is a row)."""
     F = inst.R - 1
     short = np.maximum(inst.daily_min[:F] - totals[:F], 0.0)
     return float(np.dot(np.nan_to_num(inst.shortfall_fee[:F]), short))

@@ -209,7 +209,7 @@ def loan_lp(ctx: Context, route: np.ndarray, free: np.ndarray, sums: FixedSums, 
         kinds = prob.rows["kind"].to_numpy()
         for i in np.flatnonzero(np.isin(labels, list(tighten))):
             d = tighten[labels[i]]
-            if kinds[i] == "weighted_average_min":  # the LP's '>=' form of the row
+            if kinds[i] in ("weighted_average_min", "daily_min_hard"):  # the LP's '>=' form of the row
                 lo[i] += d
             else:
                 hi[i] -= d

@@ -7,7 +7,8 @@ binding rows (at those prices) and reduced-cost losses of loans off their cheape
 
 1. **starts** — the warm start's plans that still hold every row (a what-if's base, a sweep's
    earlier points), the LP's rounding (:mod:`.start`), and on days of up to ``FFD_LOANS`` loans
-   first-fit decreasing, repaired to hold every row;
+   first-fit decreasing, repaired to hold every row; loans moved onto any funder a start leaves
+   short of a hard minimum (:mod:`.fill`);
 2. **exact** — a small day is also one whole-loan MIP (:mod:`.exact`), which proves its plan
    optimal among whole loans or bounds every whole-loan plan from below;
 3. **relocate** — each loan worth moving onto its cheapest route with room, over every route
@@ -41,6 +42,7 @@ from ..split import Split
 from .exact import exact, pairs
 from .chains import Chains
 from .exchange import Exchange
+from .fill import fill_minimums, shortfalls
 from .kernel import kernel_round
 from .prices import Prices
 from .relocate import relocate
@@ -83,6 +85,16 @@ def _universe(ctx: Context, sp: Split, pricing: Pricing, route: np.ndarray) -> n
     return np.flatnonzero(keep)
 
 
+def _filled(ctx: Context, rows: Rows, route: np.ndarray) -> np.ndarray:
+    """``route`` with loans moved onto any funder it leaves short of a hard minimum."""
+    state = PlanState(rows, route)
+    if not (shortfalls(state) > 0).any():
+        return route
+    fill_minimums(ctx, state, ctx.options.exchange_candidates * 4)
+    ctx.clock.lap("fill")
+    return state.route
+
+
 def search(ctx: Context, relax: Relaxation, sp: Split, cls: np.ndarray, sums: FixedSums, rows: Rows,
            lazy: LazyObligor, incumbent: Incumbent, starts: list[tuple[str, np.ndarray]],
            settled: bool) -> SearchResult:
@@ -100,7 +112,8 @@ def search(ctx: Context, relax: Relaxation, sp: Split, cls: np.ndarray, sums: Fi
     prices = Prices.build(rows, relax.dual, cls, relax.prob.rows, relax.sol.row_dual,
                           _universe(ctx, sp, pricing, sp.route))
     movable = np.ones(ctx.full.n, dtype=bool)  # (the exchange checks every obligor row exactly)
-    incumbent.offer(lp_rounding(ctx, sp, sums, lazy, rows, prices, target), "lp_rounding")
+    rounded = _filled(ctx, rows, lp_rounding(ctx, sp, sums, lazy, rows, prices, target))
+    incumbent.offer(rounded, "lp_rounding")
     ctx.clock.lap("rounding")
     if rows.inst.n <= FFD_LOANS and not incumbent.within(tol):
         # packing days (identical funders whose caps whole loans can fill) are where rounding an
@@ -108,8 +121,10 @@ def search(ctx: Context, relax: Relaxation, sp: Split, cls: np.ndarray, sums: Fi
         # is offered too, so the search never ends behind it
         ffd, _ = repair(rows, first_fit_decreasing(rows.inst))
         ctx.work.charge("ffd", rows.inst.n * rows.inst.R)
-        incumbent.offer(ffd, "first_fit_decreasing")
+        incumbent.offer(_filled(ctx, rows, ffd), "first_fit_decreasing")
         ctx.clock.lap("ffd")
+    if incumbent.route is None:  # no start meets the hard minimums: the caller names them
+        return SearchResult(rounded, bound, False, ctx.work.exhausted)
     universe = prices.universe
     if not incumbent.within(tol):
         moved = PlanState(rows, incumbent.route)

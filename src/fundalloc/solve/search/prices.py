@@ -19,6 +19,9 @@ from ..lagrange import Dual, unit_reduced_costs
 from ..rows import Rows
 
 
+_AT_LEAST = (RowKind.WA_MIN.value, RowKind.DAILY_MIN_HARD.value)
+
+
 @dataclass(frozen=True, eq=False)
 class Prices:
     price: np.ndarray  # per row of :class:`Rows`: the value of one unit of its slack (>= 0)
@@ -34,8 +37,8 @@ class Prices:
         kinds = rows.kind
         for k, lab in enumerate(rows.label):
             v = float(y.get(lab, 0.0))
-            # the LP's weighted-average minimum is a '>=' row (positive dual); every other row is '<='
-            price[k] = max(v, 0.0) if kinds[k] == RowKind.WA_MIN.value else max(-v, 0.0)
+            # the LP's weighted-average and hard minimums are '>=' rows (positive dual); the rest '<='
+            price[k] = max(v, 0.0) if kinds[k] in _AT_LEAST else max(-v, 0.0)
         universe = np.asarray(universe, dtype=np.int64)
         position = np.full(inst.n, -1, dtype=np.int64)
         position[universe] = np.arange(len(universe))
