@@ -48,6 +48,9 @@ def cases(quick: bool) -> dict[str, callable]:
         "tight 100k": lambda: hard.tight(100_000, 3),
         "minimum-heavy 20k": lambda: hard.minimum_heavy(20_000, 3),
         "committed 20k": lambda: hard.committed(20_000, 3),
+        "sale 441": lambda: hard.sale(441, 5),
+        "sale 20k": lambda: hard.sale(20_000, 5),
+        "sale 100k": lambda: hard.sale(100_000, 5),
         "committed 100k": lambda: hard.committed(100_000, 3),
         "single route 441": lambda: hard.single_route(441, 3),
         "single route 20k": lambda: hard.single_route(20_000, 3),
@@ -63,7 +66,7 @@ def cases(quick: bool) -> dict[str, callable]:
         "graded 100k": lambda: hard.graded(100_000, 3),
     }
     if quick:
-        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k", "committed 100k",
+        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k", "committed 100k", "sale 100k",
                   "graded 100k"):
             out.pop(k)
     return out
@@ -126,8 +129,8 @@ def suite(day: fa.Day, base: fa.Plan) -> dict[str, dict]:
 
 
 def run_case(name: str, make, whatif: bool) -> dict:
-    loans, terms, port, expo = make()
-    day = fa.load_day(loans, terms, port, expo)
+    loans, terms, port, expo, *bids = make()
+    day = fa.load_day(loans, terms, port, expo, bids[0] if bids else None)
     t0 = time.perf_counter()
     plan = fa.plan(day)
     seconds = time.perf_counter() - t0

@@ -68,7 +68,8 @@ def _price(loans: pd.DataFrame, price) -> np.ndarray:
 
 
 def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None = None,
-                  exposures: pd.DataFrame | None = None, chunk: int = 1 << 18) -> tuple[float, np.ndarray | None]:
+                  exposures: pd.DataFrame | None = None, chunk: int = 1 << 18,
+                  bids: pd.DataFrame | None = None) -> tuple[float, np.ndarray | None]:
     """The least objective over every whole-loan assignment, and one assignment that reaches it
     (route index per loan: funders in order, then the platform, then ``R`` for unfunded)."""
     loans = loans.reset_index(drop=True)
@@ -88,8 +89,23 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
         s = f.funding_share
         rate, fee = _price(loans, f.cost_of_funds), _price(loans, f.upfront_fee)
         cost[:, r] = p * (s * (rate * life + fee) + (1 - s) * plat.cost_of_capital * life)
+    quoted = {}  # bidding funder -> each loan's price (nan: no bid, not eligible)
+    if bids is not None:
+        ids = loans["loan_id"].astype(str).tolist()
+        for f in fs:
+            mine = bids[bids["funder_id"].astype(str) == f.id]
+            if len(mine):
+                q = dict(zip(mine["loan_id"].astype(str), mine["price"].astype(float)))
+                quoted[f.id] = np.array([q.get(i, np.nan) for i in ids])
+    for r, f in enumerate(fs):
+        if f.id in quoted:  # the bid replaces the funder's rate: s (1 - price), upfront
+            s = f.funding_share
+            cost[:, r] = p * (s * (1.0 - np.nan_to_num(quoted[f.id])) + (1 - s) * plat.cost_of_capital * life)
     cost[:, R - 1] = p * plat.cost_of_capital * life
-    cost[:, R] = p * plat.unfunded_penalty
+    if isinstance(plat.unfunded_penalty, str):  # each loan's own value
+        cost[:, R] = p * pd.to_numeric(loans[plat.unfunded_penalty]).to_numpy(dtype=float)
+    else:
+        cost[:, R] = p * plat.unfunded_penalty
     elig = np.zeros((n, R + 1), dtype=bool)
     elig[:, R] = True
     for r, f in enumerate(fs):
@@ -98,6 +114,8 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
             ok &= pd.to_numeric(loans[w.field], errors="coerce").notna().to_numpy()
         if f.obligor_limit is not None:
             ok &= loans["borrower_id"].notna().to_numpy()
+        if f.id in quoted:
+            ok &= ~np.isnan(quoted[f.id])
         elig[:, r] = ok
     elig[:, R - 1] = _all(loans, plat.eligibility)
     options = [np.flatnonzero(elig[i]) for i in range(n)]

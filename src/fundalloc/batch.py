@@ -7,6 +7,7 @@ Inbox::
 
     IN/funders.yaml                    the terms in force (IN/<date>/funders.yaml overrides it that day)
     IN/<date>/originations.csv|parquet the day's loans
+    IN/<date>/bids.csv|parquet         optional: the day's bids (loan_id, funder_id, price)
     IN/exposures.csv, IN/portfolio.csv optional: positions before the first batch day (or the terms' as_of)
     IN/forecast.csv                    optional: date,principal of the volume expected on later days
 
@@ -81,6 +82,9 @@ class Inbox:
 
     def originations(self, day: dt.date) -> Path | None:
         return self._one(self.root / day.isoformat(), "originations", (".csv", ".parquet"))
+
+    def bids(self, day: dt.date) -> Path | None:
+        return self._one(self.root / day.isoformat(), "bids", (".csv", ".parquet"))
 
     def start(self, name: str) -> Path | None:
         return self._one(self.root, name, (".csv", ".parquet"))
@@ -471,7 +475,8 @@ def inside(folder: Path, name: str) -> Path:
 
 
 def write_outbox(folder: Path, day: dt.date, plan: Plan, loans: pd.DataFrame, terms: Terms, pacing: Pacing,
-                 state: State, portfolio: pd.DataFrame | None, exposures: pd.DataFrame | None) -> None:
+                 state: State, portfolio: pd.DataFrame | None, exposures: pd.DataFrame | None,
+                 bids: pd.DataFrame | None = None) -> None:
     """Every file of the day into ``folder`` (a fresh temporary folder)."""
     from .report import render_report
 
@@ -495,6 +500,8 @@ def write_outbox(folder: Path, day: dt.date, plan: Plan, loans: pd.DataFrame, te
         write_csv(portfolio, inputs / "portfolio.csv")
     if exposures is not None:
         write_csv(exposures, inputs / "exposures.csv")
+    if bids is not None:
+        write_csv(bids, inputs / "bids.csv")
     (folder / "report.html").write_text(render_report(day, plan, terms, pacing, state, totals))
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("plan.json",))
     manifest = {
@@ -643,8 +650,9 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     if problems:
         raise InputError(problems)
     # validate the day's loans against the original terms first (every problem, with file names)
-    base = load_day(orig_path, terms_path or terms, start_port, None)
-    loans = base.loans
+    bids_path = inbox.bids(day)
+    base = load_day(orig_path, terms_path or terms, start_port, None, bids_path)
+    loans, bids = base.loans, base.bids
 
     say(f"{day}: state from {len(store.batch_days())} recorded days", 2, STEPS)
     # every recorded day: those before carry their balances, those after in the same month share its quota
@@ -661,19 +669,20 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
     terms_today = day_terms(terms, state, pacing)
 
     say(f"{day}: planning {len(loans):,} loans", 4, STEPS)
-    d = load_day(loans, terms_today, portfolio, exposures)
+    d = load_day(loans, terms_today, portfolio, exposures, bids)
     result = plan_day(d, options=opts.plan)
 
     say(f"{day}: writing the outbox", 5, STEPS)
     outbox.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{day.isoformat()}.partial-", dir=outbox))
     try:
-        write_outbox(tmp, day, result, loans, terms_today, pacing, state, portfolio, exposures)
+        write_outbox(tmp, day, result, loans, terms_today, pacing, state, portfolio, exposures, bids)
         say(f"{day}: recording the day in the store", 6, STEPS)
         port_cols = [c for c in start_port.columns if c not in ("funder_id", "outstanding")] if start_port is not None \
             else []
         delta = delta_from_plan(loans, result.allocations, port_cols)
-        plan_id = _record(store, day, orig_path, terms_today, portfolio, exposures, result, delta, port_cols, pacing)
+        plan_id = _record(store, day, orig_path, terms_today, portfolio, exposures, result, delta, port_cols, pacing,
+                          bids)
         _publish(tmp, target)
     finally:
         if tmp.exists():
@@ -725,7 +734,7 @@ def _recent(store: Store, day: dt.date, loans: pd.DataFrame, k: int) -> tuple[pd
 
 
 def _record(store: Store, day: dt.date, orig_path: Path, terms: Terms, portfolio, exposures, result: Plan,
-            delta: Delta, port_cols: list[str], pacing: Pacing) -> str:
+            delta: Delta, port_cols: list[str], pacing: Pacing, bids: pd.DataFrame | None = None) -> str:
     """The day in the store, in one transaction: inputs, plan, tables, delta and the day's row."""
     from .plan import _jsonable
     tables = {"allocations": result.allocations, "routes": result.funders, "constraints": result.constraints,
@@ -746,7 +755,7 @@ def _record(store: Store, day: dt.date, orig_path: Path, terms: Terms, portfolio
             funders_digest=store.put_blob(s, funders_json, "funders", "funders.json"),
             loan_count=len(result.allocations), objective=float(result.objective),
             summary=_jsonable(result.summary()), options={}, attempts=1, started_at=utcnow(), finished_at=utcnow())
-        for name, table in (("portfolio", portfolio), ("exposures", exposures)):
+        for name, table in (("portfolio", portfolio), ("exposures", exposures), ("bids", bids)):
             if table is not None:
                 setattr(rec, f"{name}_digest", store.put_blob(s, frame_to_parquet(table), name, f"{name}.parquet"))
                 setattr(rec, f"{name}_format", "parquet")

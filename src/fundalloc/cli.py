@@ -48,6 +48,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--funders", required=True, help="funders YAML or JSON")
     p.add_argument("--portfolio", help="portfolio positions CSV or Parquet (optional)")
     p.add_argument("--exposures", help="obligor exposures CSV or Parquet (optional)")
+    p.add_argument("--bids", help="bids CSV or Parquet: loan_id, funder_id, price (optional)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +112,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     show = _progress(sys.stderr.isatty() if args.progress is None else args.progress)
     if show:
         show("reading and validating inputs")
-    day = load_day(args.originations, args.funders, args.portfolio, args.exposures)
+    day = load_day(args.originations, args.funders, args.portfolio, args.exposures, args.bids)
     opts = PlanOptions(solver=args.solver, time_limit=args.time_limit, gap_tolerance=args.gap)
     result = plan(day, options=opts, progress=show)
     if show:
@@ -178,7 +179,7 @@ def _summary_text(result) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify_plan
 
-    rep = verify_plan(args.originations, args.funders, args.plan, args.portfolio, args.exposures)
+    rep = verify_plan(args.originations, args.funders, args.plan, args.portfolio, args.exposures, args.bids)
     if args.json:
         _out(json.dumps({"ok": rep.ok, "objective": rep.objective, "plan_objective": rep.plan_objective,
                           "lower_bound": rep.lower_bound, "gap": rep.gap, "checked": rep.checked,

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .instance import Instance
+from .instance import VALUE_FIELD, Instance, bid_field
 
 
 class RowKind(StrEnum):
@@ -457,9 +457,13 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     U = units.U
     pu, pr = cols.pair_unit, cols.pair_route
     c = np.zeros(cols.n)
-    k1, k0 = inst.rates(units.rep[pu], pr)  # (a unit's loans share their tier: see the classes)
+    k1, k0 = inst.rates(units.rep[pu], pr, priced=False)  # (a unit's loans share their tier: see the classes)
     c[:cols.n_pairs] = k1 * units.PL[pu] + k0 * units.P[pu]
-    c[cols.n_pairs:cols.n_pairs + U] = inst.penalty * units.P
+    for r in inst.bid_routes:  # a bid is linear in principal: the unit's sum of principal x price
+        on = np.flatnonzero(pr == r)
+        c[on] -= inst.share[r] * units.PW[bid_field(inst.route_ids[r])][pu[on]]
+    c[cols.n_pairs:cols.n_pairs + U] = (units.PW[VALUE_FIELD] if inst.loan_penalty is not None
+                                        else inst.penalty * units.P)
     has_min = cols.shortfall >= 0
     c[cols.shortfall[has_min]] = inst.shortfall_fee[:F][has_min]
     col_lo = np.zeros(cols.n)

@@ -5,7 +5,7 @@ capacity), so they may break concentration limits, weighted averages and obligor
 `evaluate` counts how many.
 
 - :func:`greedy_route`: routes are taken in order of their cost per unit of principal (at the
-  day's mean life); each takes, in input order, the unassigned eligible loans that still fit.
+  day's mean life, a bidding route at its mean bid); each takes, in input order, the unassigned eligible loans that still fit.
 - :func:`first_fit_decreasing`: loans are taken largest first; each goes to the cheapest route
   (at its own life) it is eligible for and still fits in, or stays unfunded.
 """
@@ -23,6 +23,9 @@ def greedy_route(inst: Instance) -> np.ndarray:
     if n == 0:
         return route
     unit_cost = inst.k1 * float(inst.life.mean()) + inst.k0  # a route's order (a graded route: its default)
+    for r, q in inst.bid_price.items():  # a bidding route: at its mean bid
+        on = inst.elig[:, r]
+        unit_cost[r] -= inst.share[r] * (float(q[on].mean()) if on.any() else 0.0)
     platform_left = inst.platform_capacity
     for r in np.argsort(unit_cost, kind="stable"):
         cand = np.flatnonzero((route == R) & inst.elig[:, r])

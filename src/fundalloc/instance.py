@@ -20,12 +20,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import Collector, InputError
+from .io import _rows
 from .rules import ColumnView, RuleError
 from .terms import Basis, Concentration, Funder, RateGrid, Terms
 
 BREACH_TOL = 1e-9
 #: a hard minimum's fee in the models, in unfunded penalties per unit of the smallest funding share
 HARD_FEE_FACTOR = 1e4
+#: fields of prices by the loan (not weighted-average fields): a loan's value unfunded, and its bid
+#: at a bidding route (the names cannot clash with an originations column's: no column name is used)
+VALUE_FIELD = "@value"
+
+
+def bid_field(route_id: str) -> str:
+    return f"@bid:{route_id}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,28 +243,57 @@ class Instance:
     #: dual the row can have, so an LP pays it only when no plan meets the minimum; see
     #: :mod:`fundalloc.solve.conflict`)
     hard_fee: float = 0.0
+    #: per-loan values (the terms name an originations column as ``unfunded_penalty``): the cost
+    #: per unit of principal of leaving each loan unfunded; None: ``penalty`` for every loan. Also
+    #: the field ``VALUE_FIELD`` (the unfunded option's cost, aggregated like any field)
+    loan_penalty: np.ndarray | None = None
+    #: routes priced by the bids file: each loan's price there (0 where it has no bid, and is not
+    #: eligible). ``k1``/``k0`` of such a route hold its price-free part, ``(1 - s) r_P`` and ``s``;
+    #: the price enters as the field ``bid_field(r)`` (``- s q_i``), so loans with different bids
+    #: still share a class and the LP aggregates them exactly, like a weighted-average field
+    bid_price: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def rates(self, loans: np.ndarray | None, routes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def bid_routes(self) -> tuple[int, ...]:
+        return tuple(self.bid_price)
+
+    def penalty_of(self, loans: np.ndarray | None = None) -> np.ndarray | float:
+        """The unfunded penalty per unit of principal of ``loans`` (None: every loan, in order)."""
+        if self.loan_penalty is None:
+            return self.penalty
+        return self.loan_penalty if loans is None else self.loan_penalty[loans]
+
+    def rates(self, loans: np.ndarray | None, routes: np.ndarray | int,
+              priced: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """``k1`` and ``k0`` of each loan on its route (routes ``< R``; one route for all, or one
-        each). ``loans`` None: every loan of the day, in order (``routes`` then has one per loan)."""
+        each). ``loans`` None: every loan of the day, in order (``routes`` then has one per loan).
+        ``priced`` False: a bidding route's price-free part (a unit's price is its field sum)."""
         routes = np.broadcast_to(np.asarray(routes, dtype=np.int64), (self.n,) if loans is None else np.shape(loans))
         k1, k0 = self.k1[routes], self.k0[routes]
-        if self.tier:
+        if self.tier or self.bid_price:
             k1, k0 = k1.copy(), k0.copy()
             for r, t in self.tier.items():
                 sel = np.flatnonzero(routes == r)
                 if len(sel):
                     tk = t[sel if loans is None else loans[sel]]
                     k1[sel], k0[sel] = self.tier_k1[r][tk], self.tier_k0[r][tk]
+            for r, q in self.bid_price.items() if priced else ():
+                sel = np.flatnonzero(routes == r)
+                if len(sel):
+                    k0[sel] -= self.share[r] * q[sel if loans is None else loans[sel]]
         return k1, k0
 
-    def rate_matrix(self, loans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``len(loans) x R``: ``k1`` and ``k0`` of each loan on every route."""
+    def rate_matrix(self, loans: np.ndarray, priced: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``len(loans) x R``: ``k1`` and ``k0`` of each loan on every route. ``priced`` False: a
+        bidding route's price-free part only (the class-level view, where bids are a field)."""
         K1 = np.broadcast_to(self.k1, (len(loans), self.R)).copy()
         K0 = np.broadcast_to(self.k0, (len(loans), self.R)).copy()
         for r, t in self.tier.items():
             tk = t[loans]
             K1[:, r], K0[:, r] = self.tier_k1[r][tk], self.tier_k0[r][tk]
+        if priced:
+            for r, q in self.bid_price.items():
+                K0[:, r] -= self.share[r] * q[loans]
         return K1, K0
 
     @cached_property
@@ -315,7 +352,9 @@ def file_digest(terms: Terms, paths: dict[str, str | None]) -> str:
     """Digest of the inputs as files: the terms' canonical JSON and each file's bytes."""
     h = hashlib.sha256()
     h.update(terms.canonical_json().encode())
-    for name in ("originations", "portfolio", "exposures"):
+    for name in ("originations", "portfolio", "exposures", "bids"):
+        if name == "bids" and paths.get(name) is None:
+            continue  # (a day without bids keeps the digest it always had)
         h.update(name.encode())
         path = paths.get(name)
         if path is None:
@@ -328,10 +367,13 @@ def file_digest(terms: Terms, paths: dict[str, str | None]) -> str:
 
 
 def _digest(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None,
-            exposures: pd.DataFrame | None) -> str:
+            exposures: pd.DataFrame | None, bids: pd.DataFrame | None = None) -> str:
     h = hashlib.sha256()
     h.update(terms.canonical_json().encode())
-    for name, table in (("loans", loans), ("portfolio", portfolio), ("exposures", exposures)):
+    tables = [("loans", loans), ("portfolio", portfolio), ("exposures", exposures)]
+    if bids is not None:  # (a day without bids keeps the digest it always had)
+        tables.append(("bids", bids))
+    for name, table in tables:
         h.update(name.encode())
         if table is None:
             h.update(b"none")
@@ -369,6 +411,7 @@ def compile_instance(
     *,
     sources: dict[str, str] | None = None,
     digest: str | None = None,
+    bids: pd.DataFrame | None = None,
 ) -> Instance:
     """Compile validated tables and terms into an :class:`Instance`.
 
@@ -377,7 +420,7 @@ def compile_instance(
     route's cost per unit of principal.
     """
     src = {"funders": "funders", "originations": "originations", "portfolio": "portfolio",
-           "exposures": "exposures", **(sources or {})}
+           "exposures": "exposures", "bids": "bids", **(sources or {})}
     problems = Collector()
     view = ColumnView(loans)
     pview = ColumnView(portfolio) if portfolio is not None else None
@@ -390,7 +433,7 @@ def compile_instance(
         pool = ThreadPoolExecutor(1)
         borrower_codes = pool.submit(_borrower_codes, loans["borrower_id"])
     try:
-        return _compile(loans, terms, portfolio, exposures, src, problems, view, pview, borrower_codes, digest)
+        return _compile(loans, terms, portfolio, exposures, src, problems, view, pview, borrower_codes, digest, bids)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -406,7 +449,7 @@ def _borrower_codes(column: pd.Series) -> tuple[np.ndarray, pa.Array]:
 
 def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, exposures: pd.DataFrame | None,
              src: dict[str, str], problems: Collector, view: ColumnView, pview: ColumnView | None,
-             borrower_codes: Future | None, digest: str | None) -> Instance:
+             borrower_codes: Future | None, digest: str | None, bids: pd.DataFrame | None = None) -> Instance:
     funders = terms.funders
     plat = terms.platform
     R = len(funders) + 1
@@ -452,12 +495,25 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         tier_k1[r] = np.repeat(s * rate_v + (1 - s) * rP, len(fee_v))
         tier_k0[r] = np.tile(s * fee_v, len(rate_v))
 
+    bid_price = _bid_prices(bids, loans, terms, elig, src, problems)
+    for r in bid_price:  # the price-free part of a bidding route (the price is a field: see Instance)
+        s = funders[r].funding_share
+        k1[r], k0[r] = (1 - s) * rP, s
+        tier.pop(r, None)  # (a bid replaces a rate grid)
+        tier_k1.pop(r, None)
+        tier_k0.pop(r, None)
+    loan_penalty = _loan_penalty(plat, loans, src, problems)
+
     # --- weighted averages -------------------------------------------------------------------
     fields: dict[str, np.ndarray] = {}
     wa: list[WATest] = []
     for r, f in enumerate(funders):
         for j, t in enumerate(f.weighted_average):
             where = f"funders[{f.id}].weighted_average[{j}].field"
+            if t.field.startswith("@"):
+                problems.add(src["funders"], where, f"'{t.field}': a field name may not begin with '@' "
+                                                    "(reserved for prices by the loan)")
+                continue
             if not view.has(t.field):
                 problems.add(src["funders"], where,
                              f"the test reads column '{t.field}', which the originations do not have")
@@ -531,6 +587,12 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
                     elig[:, r] &= ~member
             conc.append(ConcFamily(r, c, where_mask, per_codes, per_values, basis, tuple(segs)))
 
+    # prices by the loan that enter the costs linearly in principal: aggregated like fields
+    for r, q in bid_price.items():
+        fields[bid_field(route_ids[r])] = q
+    if loan_penalty is not None:
+        fields[VALUE_FIELD] = loan_penalty
+
     # --- caps ----------------------------------------------------------------------------------
     daily_max = np.array([f.day_cap if f.day_cap is not None else np.inf for f in funders] + [np.inf])
     headroom = np.array(
@@ -548,7 +610,11 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
     daily_min = np.array([f.daily_min or 0.0 for f in funders] + [0.0])
     fee = np.array([f.shortfall_fee for f in funders] + [0.0])
     min_hard = np.array([f.daily_min_hard or 0.0 for f in funders] + [0.0])
-    hard_fee = HARD_FEE_FACTOR * plat.unfunded_penalty / float(share.min()) if (min_hard > 0).any() else 0.0
+    if plat.penalty_column is None:
+        penalty = float(plat.unfunded_penalty)
+    else:  # (the hard minimums' fee scales with it; a missing column is reported below)
+        penalty = float(max(loan_penalty.max(), 1.0)) if loan_penalty is not None and n else 1.0
+    hard_fee = HARD_FEE_FACTOR * penalty / float(share.min()) if (min_hard > 0).any() else 0.0
     cap = plat.daily_capacity if plat.daily_capacity is not None else np.inf
 
     # --- obligor limits ------------------------------------------------------------------------
@@ -568,7 +634,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
     group_conc = _group_concentration(terms, view, elig, src, problems)
 
     # --- unfunded penalty ----------------------------------------------------------------------
-    if n:
+    if n and plat.penalty_column is None:  # (a loan's own value may be below a route's cost: it stays unfunded)
         for r in range(R):
             if elig[:, r].any():
                 if r in tier:
@@ -591,9 +657,10 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         daily_min_hard=min_hard, hard_fee=hard_fee,
-        platform_capacity=float(cap), penalty=plat.unfunded_penalty, breaches=tuple(breaches),
-        digest=digest or _digest(loans, terms, portfolio, exposures), closed=closed,
+        platform_capacity=float(cap), penalty=penalty, breaches=tuple(breaches),
+        digest=digest or _digest(loans, terms, portfolio, exposures, bids), closed=closed,
         groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc,
+        loan_penalty=loan_penalty, bid_price=bid_price,
     )
 
 
@@ -754,3 +821,55 @@ def _obligor(borrower_codes: tuple[np.ndarray, pa.Array], funders: tuple[Funder,
                 for r, b, sl, e, li in zip(route, names_of, slot_of_borrower[who], ex_amt, lim)]
     slot = np.where(has_b, slot_of_borrower[np.where(has_b, bcodes, 0)], -1)
     return slot.astype(np.int64), borrowers, rows
+
+
+def _bid_prices(bids: pd.DataFrame | None, loans: pd.DataFrame, terms: Terms, elig: np.ndarray,
+                src: dict[str, str], problems: Collector) -> dict[int, np.ndarray]:
+    """Per bidding route, each loan's price (per unit of principal, 1.0 par; 0 where none): the
+    funder's part then costs ``s_f (1 - price)`` upfront (negative at a premium) in place of its
+    cost of funds and fee, and a loan without a bid is not eligible there."""
+    if bids is None or not len(bids):
+        return {}
+    where = src["bids"]
+    index = pd.Index(loans["loan_id"].astype(str))
+    pos = index.get_indexer(bids["loan_id"].astype(str).to_numpy())
+    unknown = pos < 0
+    if unknown.any():
+        problems.add(where, _rows(unknown), "loan_id not among the originations")
+    route_of = {fid: r for r, fid in enumerate(terms.route_ids[:-1])}
+    fids = bids["funder_id"].astype(str).to_numpy()
+    r_of = np.array([route_of.get(f, -1) for f in fids], dtype=np.int64)
+    bad = r_of < 0
+    if bad.any():
+        what = "the platform does not bid" if terms.platform.id in set(fids[bad]) else "unknown funder id"
+        problems.add(where, _rows(bad), f"{what}; expected one of the funders' ids")
+    if unknown.any() or bad.any():
+        return {}
+    price_all = bids["price"].to_numpy(dtype="float64")
+    out: dict[int, np.ndarray] = {}
+    for r in np.unique(r_of):
+        r = int(r)
+        sel = r_of == r
+        price = np.full(len(loans), np.nan)
+        price[pos[sel]] = price_all[sel]
+        elig[:, r] &= ~np.isnan(price)
+        out[r] = np.nan_to_num(price)
+    return out
+
+
+def _loan_penalty(plat, loans: pd.DataFrame, src: dict[str, str], problems: Collector) -> np.ndarray | None:
+    """Per-loan unfunded penalties from the originations column the terms name."""
+    col = plat.penalty_column
+    if col is None:
+        return None
+    if col not in loans.columns:
+        problems.add(src["funders"], "platform.unfunded_penalty",
+                     f"names the column '{col}', which the originations do not have")
+        return None
+    v = pd.to_numeric(loans[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(v) | (v < 0)
+    if bad.any():
+        problems.add(src["originations"], _rows(bad),
+                     f"column '{col}' (the unfunded penalty, per unit of principal) must be a number >= 0")
+        return None
+    return v

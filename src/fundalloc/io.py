@@ -327,17 +327,24 @@ def validate_portfolio(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return result
 
 
-def validate_exposures(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    problems = Collector()
-    for c in ("funder_id", "borrower_id", "outstanding"):
+def _keyed(df: pd.DataFrame, source: str, keys: tuple[str, str], value: str,
+           problems: Collector) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """A table of two id columns and a value: checks the columns are there (raising at once when
+    not), reports empty ids; returns the ids as text and the rows with an empty one."""
+    for c in (*keys, value):
         if c not in df.columns:
             problems.add(source, f"column '{c}'", "required column is missing")
     problems.raise_if_any()
-    fid = df["funder_id"].astype("string[pyarrow]")
-    bid = df["borrower_id"].astype("string[pyarrow]")
-    empty = fid.isna().to_numpy() | bid.isna().to_numpy()
+    a, b = (df[k].astype("string[pyarrow]") for k in keys)
+    empty = a.isna().to_numpy() | b.isna().to_numpy()
     if empty.any():
-        problems.add(source, _rows(empty), "funder_id and borrower_id must not be empty")
+        problems.add(source, _rows(empty), f"{keys[0]} and {keys[1]} must not be empty")
+    return a, b, empty
+
+
+def validate_exposures(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    problems = Collector()
+    fid, bid, _ = _keyed(df, source, ("funder_id", "borrower_id"), "outstanding", problems)
     out, bad = _numeric(df["outstanding"])
     badv = bad | ~np.isfinite(out) | (out < 0)
     if badv.any():
@@ -354,3 +361,23 @@ def read_portfolio(path: str | Path) -> pd.DataFrame:
 def read_exposures(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     return validate_exposures(read_table(p, string_columns=("funder_id", "borrower_id")), str(p))
+
+
+def validate_bids(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Bids: one price per (loan, funder) a buyer quotes, per unit of principal (1.0 is par)."""
+    problems = Collector()
+    lid, fid, empty = _keyed(df, source, ("loan_id", "funder_id"), "price", problems)
+    price, bad = _numeric(df["price"])
+    badv = bad | ~np.isfinite(price) | (price < 0)
+    if badv.any():
+        problems.add(source, _rows(badv), "price must be a finite number >= 0 (per unit of principal, 1.0 is par)")
+    dup = pd.DataFrame({"l": lid, "f": fid}).duplicated(keep="first").to_numpy() & ~empty
+    if dup.any():
+        problems.add(source, _rows(dup), "a second bid for the same loan and funder; keep one")
+    problems.raise_if_any()
+    return pd.DataFrame({"loan_id": lid, "funder_id": fid, "price": price})
+
+
+def read_bids(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    return validate_bids(read_table(p, string_columns=("loan_id", "funder_id")), str(p))

@@ -83,6 +83,8 @@ class Plan:
             "whole_loan_bound": self.whole_loan_bound,
             "whole_loan_gap": self.whole_loan_gap,
             "funding_cost": self.funding_cost,
+            # the distance to the bound over the funding cost: a sale's gap in its own terms
+            "funding_cost_gap": _gap_over(self.objective - self.lower_bound, self.funding_cost),
             "unfunded_count": self.unfunded_count,
             "unfunded_principal": self.unfunded_principal,
             "shortfall": self.shortfall,
@@ -173,6 +175,11 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd
             parts.append(f"{inst.route_ids[r]} ({', '.join(lim) if lim else 'no capacity left at optimum'})")
         texts.append("eligible routes at binding limits: " + "; ".join(parts))
     codes[unf] = 1 + inverse.ravel()
+    if inst.loan_penalty is not None:  # a loan worth less than any route costs stays unfunded by choice
+        unit = np.where(el, inst.unit_cost(unf), np.inf)
+        cheaper = inst.loan_penalty[unf] < unit.min(axis=1) - 1e-12
+        texts.append("its own value (the unfunded penalty) is below every eligible route's cost")
+        codes[unf[cheaper & el.any(axis=1)]] = len(texts) - 1
     return _text(codes, texts)
 
 
@@ -251,7 +258,8 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
     unf = route == R
     unfunded_principal = float(inst.principal[unf].sum())
     short_cost = float((shortfall * inst.shortfall_fee).sum())
-    objective = funding_cost + inst.penalty * unfunded_principal + short_cost
+    lost = float(np.dot(np.broadcast_to(inst.penalty_of(None), (inst.n,))[unf], inst.principal[unf]))
+    objective = funding_cost + lost + short_cost
     lb = min(solved.lower_bound, objective)
     gap = _gap(objective, lb)
     whole_lb = min(max(solved.whole_loan_bound, lb), objective)
@@ -268,6 +276,10 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
         route_index=route, stats={**solved.stats, "lp_objective": solved.lp_objective},
         warm=replace(solved.warm, objective=objective, lp_objective=solved.lp_objective) if solved.warm else None,
     )
+
+
+def _gap_over(distance: float, scale: float) -> float:
+    return max(distance, 0.0) / abs(scale) if abs(scale) > 1e-12 else (0.0 if distance <= 1e-9 else float("inf"))
 
 
 def _gap(objective: float, bound: float) -> float:

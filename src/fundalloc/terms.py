@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -345,12 +346,32 @@ class Platform(_Strict):
     cost_of_capital: float
     daily_capacity: NonNegative | None = None
     max_bank_share: float = Field(default=0.70, gt=0, le=1)
-    unfunded_penalty: float = Field(default=1.0, gt=0)
+    #: per unit of unfunded principal: a number, or the name of an originations column holding
+    #: each loan's own value (what funding that loan is worth; 0 or more)
+    unfunded_penalty: float | str = 1.0
     eligibility: dict[str, Rule] = Field(default_factory=dict)
     #: funder diversification: no funder's amount above this share of the day's funded principal
     max_funder_share: float | None = Field(default=None, gt=0, le=1)
 
     _parse_elig = field_validator("eligibility", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+    @field_validator("unfunded_penalty", mode="before")
+    @classmethod
+    def _penalty(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("expected a number > 0 or the name of an originations column")
+        if isinstance(v, (int, float)):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"a number must be finite and > 0, got {v}")
+            return float(v)
+        if isinstance(v, str) and v.strip():
+            return v
+        raise ValueError("expected a number > 0 or the name of an originations column")
+
+    @property
+    def penalty_column(self) -> str | None:
+        """The originations column of per-loan values, when the penalty is one."""
+        return self.unfunded_penalty if isinstance(self.unfunded_penalty, str) else None
 
 
 class Group(_Strict):
@@ -433,6 +454,8 @@ class Terms(_Strict):
 
     def columns(self) -> set[str]:
         cols = set(self.platform.eligibility)
+        if self.platform.penalty_column:
+            cols.add(self.platform.penalty_column)
         for f in self.funders:
             cols |= f.columns()
         for g in self.groups:

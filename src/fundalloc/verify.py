@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, Problem
-from .io import read_exposures, read_originations, read_portfolio, read_table
+from .io import read_bids, read_exposures, read_originations, read_portfolio, read_table
 from .terms import Basis, InRule, NotInRule, RangeRule, RateGrid, Rule, Terms, load_terms
 
 TOL = 0.01
@@ -89,9 +89,11 @@ def _price(df: pd.DataFrame, price: float | RateGrid) -> pd.Series:
 
 
 def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | Path,
-                portfolio: str | Path | None = None, exposures: str | Path | None = None) -> Report:
+                portfolio: str | Path | None = None, exposures: str | Path | None = None,
+                bids: str | Path | None = None) -> Report:
     terms: Terms = load_terms(funders)
     loans = read_originations(originations)
+    bid_table = read_bids(bids) if bids else None
     port = read_portfolio(portfolio) if portfolio else None
     expo = read_exposures(exposures) if exposures else None
     plan_dir = Path(plan_dir)
@@ -145,9 +147,20 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     rate = pd.Series(0.0, index=df.index)
     fee = pd.Series(0.0, index=df.index)
     rate[route == plat.id] = plat.cost_of_capital
-    for f in terms.funders:  # each loan's price at its funder: a number, or its rate grid's line
+    bid = pd.Series(np.nan, index=df.index)  # a bidding funder's price for each loan it holds
+    bidders: set[str] = set()
+    if bid_table is not None and len(bid_table):
+        bidders = set(bid_table["funder_id"].astype(str))
+        quotes = dict(zip(zip(bid_table["loan_id"].astype(str), bid_table["funder_id"].astype(str)),
+                          bid_table["price"].astype(float)))
+        bid = pd.Series([quotes.get((lid, fid), np.nan) for lid, fid in zip(df["loan_id"].astype(str), route)],
+                        index=df.index)
+    for f in terms.funders:  # each loan's price at its funder: a number, its rate grid's line, or its bid
         mine = route == f.id
-        if mine.any():
+        if mine.any() and f.id in bidders:  # the bid replaces the rate: s (1 - price) upfront
+            rate[mine] = 0.0
+            fee[mine] = 1.0 - bid[mine]
+        elif mine.any():
             rate[mine] = _price(df[mine], f.cost_of_funds)
             fee[mine] = _price(df[mine], f.upfront_fee)
     funded = route != ""
@@ -179,6 +192,8 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
                 ok &= pd.to_numeric(sub[w.field], errors="coerce").notna()
             if f.obligor_limit is not None:
                 ok &= sub["borrower_id"].notna() if "borrower_id" in sub else False
+        if f and f.id in bidders:  # a bidding funder takes only the loans it bid on
+            ok &= bid[mask].notna()
         if (~ok).any():
             rep.add("eligibility", fid, f"{int((~ok).sum())} loans not eligible, e.g. {list(sub.loc[~ok, 'loan_id'][:5])}")
         rep.checked += 1
@@ -309,7 +324,12 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
 
     shortfall = sum(f.shortfall_fee * max(0.0, (f.daily_min or 0.0) - float(A.get(f.id, 0.0)))
                     for f in terms.funders)
-    rep.objective = float(cost.sum() + plat.unfunded_penalty * p[~funded].sum() + shortfall)
+    if plat.penalty_column:  # each loan's own value
+        value = pd.to_numeric(df[plat.penalty_column], errors="coerce").astype(float)
+        lost = float((value * p)[~funded].sum())
+    else:
+        lost = float(plat.unfunded_penalty * p[~funded].sum())
+    rep.objective = float(cost.sum() + lost + shortfall)
     rep.plan_objective = float(summary.get("objective", float("nan")))
     rep.lower_bound = float(summary.get("lower_bound", float("nan")))
     if np.isfinite(rep.lower_bound) and abs(rep.lower_bound) > 0:

@@ -61,8 +61,12 @@ def derive(day: Day, *, funders: dict[str, dict[str, Any]] | None = None,
         port = port[port["funder_id"].isin(ids)].reset_index(drop=True)
     if expo is not None:
         expo = expo[expo["funder_id"].isin(ids)].reset_index(drop=True)
-    inst = compile_instance(loans, terms, port, expo, sources={"funders": "scenario"})
-    return Day(loans, terms, port, expo, inst, {"compile": 0.0})
+    bids = day.bids
+    if bids is not None:  # a removed funder's bids go with it, and so do the bids on loans left out
+        keep = bids["funder_id"].isin(ids) & bids["loan_id"].isin(loans["loan_id"].astype(str))
+        bids = bids[keep.to_numpy()].reset_index(drop=True)
+    inst = compile_instance(loans, terms, port, expo, sources={"funders": "scenario"}, bids=bids)
+    return Day(loans, terms, port, expo, inst, {"compile": 0.0}, bids)
 
 
 def scenario_terms(terms: Terms, *, funders: dict[str, dict[str, Any]] | None = None,

@@ -463,8 +463,8 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
     ext = Path(orig[0]).suffix.lower() if orig else ""
     if ext not in ORIGINATION_FORMATS:
         problems.append(Problem("originations", orig[0] if orig else "", "expected a .csv or .parquet file"))
-    for name in ("portfolio", "exposures"):
-        up = uploads[name]
+    for name in ("portfolio", "exposures", "bids"):
+        up = uploads.get(name)
         if up is not None and Path(up[0]).suffix.lower() not in ORIGINATION_FORMATS:
             problems.append(Problem(name, up[0], "expected a .csv or .parquet file"))
     fup = uploads["funders"]
@@ -485,8 +485,8 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
     with tempfile.TemporaryDirectory(prefix="fundalloc-upload-") as tmp:
         paths: dict[str, Path | None] = {}
         shown: dict[str, str] = {}
-        for name in ("originations", "portfolio", "exposures", "funders"):
-            up = uploads[name]
+        for name in ("originations", "portfolio", "exposures", "bids", "funders"):
+            up = uploads.get(name)
             if up is None:
                 paths[name] = None
                 continue
@@ -505,7 +505,7 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
                                                          f"{cfg.max_rows:,} (FUNDALLOC_MAX_ROWS)")
         try:  # read, validate and compile: every input problem surfaces here, before anything is stored
             funders_in = paths["funders"] or terms_from_dict(version.document, f"funders_version {version.id}")
-            day = load_day(paths["originations"], funders_in, paths["portfolio"], paths["exposures"])
+            day = load_day(paths["originations"], funders_in, paths["portfolio"], paths["exposures"], paths["bids"])
         except InputError as exc:
             raise InputError([Problem(shown.get(p.source, p.source), p.where, p.message) for p in exc.problems]) \
                 from None
@@ -528,8 +528,8 @@ def _prepare_plan(store: Store, cfg: Settings, actor: str, uploads: dict[str, tu
             funders_digest=store.put_blob(s, funders_json, "funders", "funders.json"),
             funders_version_id=version.id if version else None,
             loan_count=n_loans, options={"time_limit": cfg.solve_time_limit}, attempts=0)
-        for name in ("portfolio", "exposures"):
-            up = uploads[name]
+        for name in ("portfolio", "exposures", "bids"):
+            up = uploads.get(name)
             if up is not None:
                 setattr(rec, f"{name}_digest", store.put_blob(s, up[1], name, up[0]))
                 setattr(rec, f"{name}_format", ORIGINATION_FORMATS[Path(up[0]).suffix.lower()])
@@ -560,7 +560,8 @@ def _prepare_what_if(store: Store, cfg: Settings, actor: str, base: PlanRecord, 
             originations_format=base.originations_format, funders_digest=base.funders_digest,
             funders_version_id=base.funders_version_id, portfolio_digest=base.portfolio_digest,
             portfolio_format=base.portfolio_format, exposures_digest=base.exposures_digest,
-            exposures_format=base.exposures_format, parent_id=base.id,
+            exposures_format=base.exposures_format, bids_digest=base.bids_digest, bids_format=base.bids_format,
+            parent_id=base.id,
             overrides={**overrides, **({"label": body.label} if body.label else {})},
             loan_count=base.loan_count, options={"time_limit": cfg.solve_time_limit}, attempts=0)
         s.add(rec)
@@ -605,6 +606,7 @@ def _router() -> APIRouter:
         funders: Annotated[UploadFile | None, File(description="funders' terms, .yaml or .json")] = None,
         portfolio: Annotated[UploadFile | None, File(description="portfolio positions, .csv or .parquet")] = None,
         exposures: Annotated[UploadFile | None, File(description="obligor exposures, .csv or .parquet")] = None,
+        bids: Annotated[UploadFile | None, File(description="bids (loan_id, funder_id, price), .csv or .parquet")] = None,
         funders_version: Annotated[int | None, Form(description="a stored funders version instead of a file")] = None,
         plan_date: Annotated[dt.date | None, Form(description="the business day the plan is for")] = None,
         new: Annotated[bool, Form(description="solve again even when a plan of the same inputs exists")] = False,
@@ -620,7 +622,7 @@ def _router() -> APIRouter:
         uploads: dict[str, tuple[str, bytes] | None] = {}
         total = 0
         for name, up in (("originations", originations), ("funders", funders), ("portfolio", portfolio),
-                         ("exposures", exposures)):
+                         ("exposures", exposures), ("bids", bids)):
             if up is None or isinstance(up, str):
                 uploads[name] = None
                 continue

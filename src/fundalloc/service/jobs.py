@@ -35,7 +35,7 @@ def _store(url: str):
 def materialise(store, rec, folder: Path) -> dict[str, Path | None]:
     """Write a plan's stored inputs into ``folder`` as files; return their paths."""
     paths: dict[str, Path | None] = {}
-    for name in ("originations", "portfolio", "exposures"):
+    for name in ("originations", "portfolio", "exposures", "bids"):
         digest = getattr(rec, f"{name}_digest")
         if digest is None:
             paths[name] = None
@@ -94,7 +94,12 @@ def run_job(url: str, plan_id: str) -> str:
             if rec.parent_id:
                 terms = scenario_terms(terms, funders=ov.get("funders"), platform=ov.get("platform"),
                                        remove=ov.get("remove", ()), add=ov.get("add", ()))
-            day = load_day(paths["originations"], terms, paths["portfolio"], paths["exposures"])
+            bids = paths["bids"]
+            if rec.parent_id and bids is not None:  # a removed funder's bids go with it
+                from ..io import read_bids
+                table = read_bids(bids)
+                bids = table[table["funder_id"].isin(set(terms.route_ids)).to_numpy()].reset_index(drop=True)
+            day = load_day(paths["originations"], terms, paths["portfolio"], paths["exposures"], bids)
             if ov.get("scale") is not None:
                 day = derive(day, scale=ov["scale"])
             result = plan(day, **(rec.options or {}))

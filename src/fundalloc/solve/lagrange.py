@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formulation import Problem, RowKind
-from ..instance import Instance
+from ..instance import VALUE_FIELD, Instance, bid_field
 
 # loan-by-loan pricing of at least this many loans runs on up to WORKERS threads; the total adds
 # the blocks' terms in block order, so it does not depend on the threads
@@ -35,7 +35,13 @@ class Dual:
     const: float  # sum_k y_k b_k plus the auxiliary columns' terms
     base: np.ndarray  # classes x R: per-unit reduced cost not depending on life or fields
     life_coef: np.ndarray  # R, or classes x R where a rate grid prices by the loan
-    field_coef: dict[str, np.ndarray]  # field -> R
+    field_coef: dict[str, np.ndarray]  # field -> R + 1 (routes, then unfunded)
+    unfunded: np.ndarray | float = 0.0  # per class (or one for all): the unfunded penalty per unit
+
+    def with_unfunded(self) -> np.ndarray:
+        """``base`` with the unfunded option as a last column."""
+        pen = np.broadcast_to(np.asarray(self.unfunded, dtype=float), (self.base.shape[0],))
+        return np.concatenate([self.base, pen[:, None]], axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,8 +83,12 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
     const += float(np.sum(np.minimum(d * prob.col_lo[aux], d * hi)))
 
     ncls = len(cls_rep)
-    K1, base = inst.rate_matrix(cls_rep)  # (a class's loans share their tier on a graded route)
-    field_coef = {k: np.zeros(R) for k in inst.fields}
+    K1, base = inst.rate_matrix(cls_rep, priced=False)  # (a class's loans share their tier on a graded route)
+    field_coef = {k: np.zeros(R + 1) for k in inst.fields}  # (routes, then unfunded)
+    for r in inst.bid_routes:  # a bid: - s q_i per unit of principal on its route
+        field_coef[bid_field(inst.route_ids[r])][r] = -inst.share[r]
+    if inst.loan_penalty is not None:  # a loan's own value: its cost unfunded
+        field_coef[VALUE_FIELD][R] = 1.0
     s = inst.share
     for i in np.flatnonzero(not_assign & (y != 0)):
         k, r, j, yi = kind[i], route[i], ref[i], y[i]
@@ -107,7 +117,8 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
             o = inst.obligor_rows[j]
             base[inst.obligor_slot[cls_rep] == o.slot, r] -= yi * s[r]
     base[~inst.elig[cls_rep]] = np.inf
-    return Dual(const, base, K1 if inst.tier else inst.k1.copy(), field_coef)
+    return Dual(const, base, K1 if inst.tier else inst.k1.copy(), field_coef,
+                0.0 if inst.loan_penalty is not None else float(inst.penalty))
 
 
 def _with_unfunded(coef: np.ndarray) -> np.ndarray:
@@ -135,9 +146,9 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
     best_route = np.empty(m, dtype=np.int64)
     second_route = np.empty(m, dtype=np.int64)
     move_cost = np.empty(m)
-    base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
+    base = dual.with_unfunded()
     life_coef = _with_unfunded(dual.life_coef)
-    fields = [(inst.fields[k], np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
+    fields = [(inst.fields[k], c) for k, c in dual.field_coef.items() if c.any()]
 
     def price(start: int) -> float:
         sl = slice(start, min(m, start + chunk))
@@ -155,7 +166,7 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
         second = rc[rows, arg2]
         best_route[sl] = arg
         second_route[sl] = arg2
-        move_cost[sl] = (np.minimum(second, inst.penalty) - best) * p
+        move_cost[sl] = (np.minimum(second, inst.penalty_of(loans)) - best) * p
         return float(np.dot(p, best))
 
     starts = range(0, m, chunk)
@@ -171,13 +182,13 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
 def unit_reduced_costs(inst: Instance, dual: Dual, cls: np.ndarray, loans: np.ndarray) -> np.ndarray:
     """``len(loans) x (R+1)``: each loan's reduced cost per unit of principal on every route
     (inf where not eligible) and unfunded (the penalty)."""
-    base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
+    base = dual.with_unfunded()
     rc = base[cls[loans]]
     lc = _with_unfunded(dual.life_coef)
     rc = rc + inst.life[loans, None] * (lc[cls[loans]] if lc.ndim == 2 else lc[None, :])
     for k, c in dual.field_coef.items():
         if c.any():
-            rc += np.nan_to_num(inst.fields[k][loans])[:, None] * np.append(c, 0.0)[None, :]
+            rc += np.nan_to_num(inst.fields[k][loans])[:, None] * c[None, :]
     return rc
 
 
@@ -194,12 +205,12 @@ def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb:
     whose corners disagree are priced one by one, and those are the bins refinement splits.
     """
     R = inst.R
-    base = np.concatenate([dual.base, np.full((dual.base.shape[0], 1), inst.penalty)], axis=1)
+    base = dual.with_unfunded()
     bin_cls = np.zeros(nb, dtype=np.int64)
     bin_cls[bins] = cls
     lc = _with_unfunded(dual.life_coef)
     dims = [(inst.life, lc[bin_cls] if lc.ndim == 2 else lc)]
-    dims += [(np.nan_to_num(inst.fields[k]), np.append(c, 0.0)) for k, c in dual.field_coef.items() if c.any()]
+    dims += [(np.nan_to_num(inst.fields[k]), c) for k, c in dual.field_coef.items() if c.any()]
     p = inst.principal
     rc0 = base[bin_cls]  # nb x (R+1)
     corners: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (lo, hi, coef) of varying dims

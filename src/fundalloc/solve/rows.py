@@ -556,7 +556,7 @@ def loan_cost(inst: Instance, loans: np.ndarray, routes: np.ndarray) -> np.ndarr
     r = np.where(funded, routes, 0)
     k1, k0 = inst.rates(loans, r)
     unit = k1 * inst.life[loans] + k0
-    return inst.principal[loans] * np.where(funded, unit, inst.penalty)
+    return inst.principal[loans] * np.where(funded, unit, inst.penalty_of(loans))
 
 
 def shortfall_cost(inst: Instance, totals: np.ndarray) -> float:
@@ -573,4 +573,6 @@ def objective(inst: Instance, route: np.ndarray) -> float:
     k1, k0 = inst.rates(None, np.where(funded, route, 0))
     cost = np.where(funded, k1 * inst.principal_life + k0 * inst.principal, 0.0)
     totals = np.bincount(route, weights=amount, minlength=inst.R + 1)[:inst.R]
-    return float(cost.sum() + inst.penalty * inst.principal[route == inst.R].sum() + shortfall_cost(inst, totals))
+    unfunded = route == inst.R
+    lost = float(np.dot(np.broadcast_to(inst.penalty_of(None), (inst.n,))[unfunded], inst.principal[unfunded]))
+    return float(cost.sum() + lost + shortfall_cost(inst, totals))

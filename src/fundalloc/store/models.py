@@ -70,6 +70,8 @@ class PlanRecord(Base):
     portfolio_format: Mapped[str | None] = mapped_column(String(10), nullable=True)
     exposures_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     exposures_format: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    bids_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    bids_format: Mapped[str | None] = mapped_column(String(10), nullable=True)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("plans.id"), nullable=True, index=True)
     overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -204,7 +204,7 @@ class Chains:
             loans = U[unf]
             unit = inst.unit_cost(loans)
             unit = np.where(inst.elig[loans], unit, np.inf)
-            gain = inst.principal[loans] * (inst.penalty - unit.min(axis=1))
+            gain = inst.principal[loans] * (inst.penalty_of(loans) - unit.min(axis=1))
             for j in np.argsort(-gain, kind="stable")[:limit]:
                 i = int(loans[j])
                 for r in np.argsort(unit[j], kind="stable")[:2]:
