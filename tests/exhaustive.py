@@ -176,6 +176,10 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                 ok &= A[:, r] <= max(f.facility_limit - f.outstanding, 0.0) + TOL
             if f.daily_min_hard is not None:
                 ok &= A[:, r] >= f.daily_min_hard - TOL
+            if f.min_if_used is not None:
+                ok &= (A[:, r] <= TOL) | (A[:, r] >= f.min_if_used - TOL)
+            if f.fixed_cost:
+                obj = obj + np.where(A[:, r] > 0, f.fixed_cost, 0.0)
             on = choice == r
             for w in f.weighted_average:
                 v = pd.to_numeric(loans[w.field], errors="coerce").to_numpy(dtype=float)

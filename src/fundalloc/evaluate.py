@@ -90,6 +90,11 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
         if inst.daily_min_hard[r] > 0:
             lim = inst.daily_min_hard[r]
             add(f"daily_min_hard:{inst.route_ids[r]}", r, "daily_min_hard", A[r], lim, A[r] - lim, lim - A[r], r)
+        if inst.use_min is not None and inst.use_min[r] > 0:
+            lim = inst.use_min[r]
+            used = A[r] > 0
+            add(f"min_if_used:{inst.route_ids[r]}", r, "min_if_used", A[r], lim, A[r] - lim if used else 0.0,
+                lim - A[r] if used else 0.0, r, "" if used else "not used today: nothing or at least the minimum")
     seg_amt = conc.segment_amounts(idx)
     for k in range(conc.m):
         r = int(conc.route[k])

@@ -17,7 +17,10 @@ Variables (columns), in this order:
 - ``h[f]`` in [0, daily_min_hard]: shortfall below a hard minimum, priced at the instance's
   ``hard_fee``, an exact penalty (a plan pays it only when no plan meets the minimum: the solve
   then reports the conflicting rows instead of a plan);
-- ``D`` >= 0: the day's funded principal, present only when a share-of-day limit needs it.
+- ``D`` >= 0: the day's funded principal, present only when a share-of-day limit needs it;
+- ``y[f]`` in [0, 1]: whether funder ``f`` is used, for a funder with ``min_if_used`` or
+  ``fixed_cost`` (continuous here: the LP is the relaxation of the use decisions, which
+  :mod:`fundalloc.solve.uses` takes one pattern at a time).
 
 Rows are built one family at a time; each family's docstring carries its inequality.
 """
@@ -51,6 +54,8 @@ class RowKind(StrEnum):
     GROUP_SHARE = "group_share"
     GROUP_MAX = "group_max"
     GROUP_CONCENTRATION = "group_concentration"
+    USE_MIN = "use_min"
+    USE_CAP = "use_cap"
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +138,7 @@ class Problem:
     offset: float = 0.0
     funded_col: int = -1  # column of D, the day's funded principal (-1: not in the model)
     hard_col: np.ndarray | None = None  # per funder route: column of h[f] (hard minimum), or -1
+    use_col: np.ndarray | None = None  # per funder route: column of y[f] (its use), or -1
 
     @property
     def hard_cols(self) -> np.ndarray:
@@ -170,6 +176,10 @@ class _Cols:
         self.hard = np.full(F, -1, dtype=np.int64)
         self.hard[has_hard] = self.n + np.arange(has_hard.sum())
         self.n += int(has_hard.sum())
+        self.use = np.full(F, -1, dtype=np.int64)
+        uses = inst.use_routes
+        self.use[uses] = self.n + np.arange(len(uses))
+        self.n += len(uses)
         self.funded = -1
         if inst.has_funded_total:
             self.funded = self.n
@@ -247,6 +257,28 @@ def define_daily_min_hard(inst: Instance, units: Units, cols: _Cols) -> Block:
     """Hard daily minimum: ``A_f + h_f >= daily_min_hard_f``, ``h_f`` at the exact penalty (0 in
     every plan that exists)."""
     return _min_block(inst, cols, RowKind.DAILY_MIN_HARD, cols.hard, inst.daily_min_hard)
+
+
+def define_uses(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """A funder's use ``y_f``: ``A_f - min_if_used_f y_f >= 0`` (nothing, or at least the minimum)
+    and ``A_f - U_f y_f <= 0`` with ``U_f`` what the funder could take at most today (its caps,
+    its eligible loans' funder amount); ``fixed_cost_f y_f`` in the objective."""
+    rs = np.flatnonzero(cols.use >= 0)
+    if not len(rs):
+        return _block(RowKind.USE_MIN, [], [], [], [], [], [], [], [])
+    elig_p = inst.share[rs] * np.array([inst.principal[inst.elig[:, r]].sum() for r in rs])
+    U = np.minimum(np.minimum(inst.daily_max[rs], np.maximum(inst.headroom[rs], 0.0)), elig_p)
+    m = inst.use_min[rs] if inst.use_min is not None else np.zeros(len(rs))
+    k = len(rs)
+    rows = np.concatenate([np.arange(k), np.arange(k), k + np.arange(k), k + np.arange(k)])
+    cc = np.concatenate([cols.total[rs], cols.use[rs], cols.total[rs], cols.use[rs]])
+    vals = np.concatenate([np.ones(k), -m, np.ones(k), -U])
+    kinds = np.array([RowKind.USE_MIN.value] * k + [RowKind.USE_CAP.value] * k, dtype=object)
+    block = _block(RowKind.USE_MIN, rows, cc, vals, np.concatenate([np.zeros(k), np.full(k, -np.inf)]),
+                   np.concatenate([np.full(k, np.inf), np.zeros(k)]), np.concatenate([rs, rs]),
+                   np.concatenate([rs, rs]), [f"use_min:{inst.route_ids[r]}" for r in rs]
+                   + [f"use_cap:{inst.route_ids[r]}" for r in rs])
+    return replace(block, kinds=kinds)
 
 
 def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
@@ -421,7 +453,7 @@ def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Blo
 
 
 FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_headroom,
-            define_daily_min, define_daily_min_hard, define_concentration, define_weighted_average, define_obligor,
+            define_daily_min, define_daily_min_hard, define_uses, define_concentration, define_weighted_average, define_obligor,
             define_platform_capacity, define_funded, define_groups, define_group_concentration)
 
 
@@ -472,6 +504,9 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     col_hi[cols.shortfall[has_min]] = inst.daily_min[:F][has_min]
     has_hard = cols.hard >= 0
     c[cols.hard[has_hard]] = inst.hard_fee
+    has_use = cols.use >= 0
+    if inst.fixed_cost is not None:
+        c[cols.use[has_use]] = inst.fixed_cost[:F][has_use]
     col_hi[cols.hard[has_hard]] = inst.daily_min_hard[:F][has_hard]
     if cols.funded >= 0:
         col_hi[cols.funded] = float(units.P.sum())
@@ -493,6 +528,7 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
         row_lo=np.concatenate([b.lo for b in blocks]), row_hi=np.concatenate([b.hi for b in blocks]),
         integer=integer, rows=rows, pair_unit=pu, pair_route=pr, n_units=U,
         total_col=cols.total, shortfall_col=cols.shortfall, funded_col=cols.funded, hard_col=cols.hard,
+        use_col=cols.use,
     )
 
 
@@ -520,5 +556,6 @@ def drop_fixed_columns(problem: Problem) -> tuple[Problem, np.ndarray, np.ndarra
         n_units=problem.n_units, total_col=moved(problem.total_col), shortfall_col=moved(problem.shortfall_col),
         offset=problem.offset + float(problem.c @ xf),
         funded_col=int(moved(np.array([problem.funded_col]))[0]), hard_col=moved(problem.hard_cols),
+        use_col=moved(problem.use_col) if problem.use_col is not None else None,
     )
     return small, keep, xf

@@ -26,7 +26,9 @@ from .terms import Basis, Concentration, Funder, RateGrid, Terms
 
 BREACH_TOL = 1e-9
 #: a hard minimum's fee in the models, in unfunded penalties per unit of the smallest funding share
-HARD_FEE_FACTOR = 1e4
+#: (an exact penalty: a minimum row's dual is far below it; at 1e4 the rounding MIPs were slow and
+#: rounded worse, see the README)
+HARD_FEE_FACTOR = 1e2
 #: fields of prices by the loan (not weighted-average fields): a loan's value unfunded, and its bid
 #: at a bidding route (the names cannot clash with an originations column's: no column name is used)
 VALUE_FIELD = "@value"
@@ -243,6 +245,24 @@ class Instance:
     #: dual the row can have, so an LP pays it only when no plan meets the minimum; see
     #: :mod:`fundalloc.solve.conflict`)
     hard_fee: float = 0.0
+    use_min: np.ndarray | None = None  # R: min_if_used (0 when none); None: no funder has one
+    fixed_cost: np.ndarray | None = None  # R: charged when the route takes any loan; None: none
+
+    @property
+    def use_routes(self) -> np.ndarray:
+        """Routes whose use is a decision of its own (``min_if_used`` or ``fixed_cost``)."""
+        m = np.zeros(self.R, dtype=bool)
+        if self.use_min is not None:
+            m |= self.use_min > 0
+        if self.fixed_cost is not None:
+            m |= self.fixed_cost > 0
+        return np.flatnonzero(m)
+
+    def fixed_charged(self, totals: np.ndarray) -> float:
+        """The fixed costs of the routes a plan uses (``totals``: funder amount per route)."""
+        if self.fixed_cost is None:
+            return 0.0
+        return float(self.fixed_cost[:len(totals)][totals > 0].sum())
     #: per-loan values (the terms name an originations column as ``unfunded_penalty``): the cost
     #: per unit of principal of leaving each loan unfunded; None: ``penalty`` for every loan. Also
     #: the field ``VALUE_FIELD`` (the unfunded option's cost, aggregated like any field)
@@ -610,6 +630,8 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
     daily_min = np.array([f.daily_min or 0.0 for f in funders] + [0.0])
     fee = np.array([f.shortfall_fee for f in funders] + [0.0])
     min_hard = np.array([f.daily_min_hard or 0.0 for f in funders] + [0.0])
+    use_min = np.array([f.min_if_used or 0.0 for f in funders] + [0.0])
+    fixed_cost = np.array([f.fixed_cost or 0.0 for f in funders] + [0.0])
     if plat.penalty_column is None:
         penalty = float(plat.unfunded_penalty)
     else:  # (the hard minimums' fee scales with it; a missing column is reported below)
@@ -657,6 +679,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         wa=tuple(wa), obligor_slot=slot, obligor_borrowers=tuple(borrowers), obligor_rows=tuple(orows),
         daily_max=daily_max, headroom=headroom, daily_min=daily_min, shortfall_fee=fee,
         daily_min_hard=min_hard, hard_fee=hard_fee,
+        use_min=use_min if (use_min > 0).any() else None, fixed_cost=fixed_cost if (fixed_cost > 0).any() else None,
         platform_capacity=float(cap), penalty=penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures, bids), closed=closed,
         groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc,

@@ -250,6 +250,10 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
     })
     if (inst.daily_min_hard > 0).any():
         funders["daily_min_hard"] = np.where(inst.daily_min_hard > 0, inst.daily_min_hard, np.nan)
+    if inst.use_min is not None:
+        funders["min_if_used"] = np.where(inst.use_min > 0, inst.use_min, np.nan)
+    if inst.fixed_cost is not None:  # charged where the route takes any loan
+        funders["fixed_cost"] = np.where(A > 0, inst.fixed_cost, 0.0)
     if np.isfinite(inst.platform_capacity):
         plat = platform_used(inst, route)
         funders["platform_capacity_utilisation"] = [np.nan] * (R - 1) + [plat / inst.platform_capacity if inst.platform_capacity > 0 else np.nan]
@@ -259,7 +263,8 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
     unfunded_principal = float(inst.principal[unf].sum())
     short_cost = float((shortfall * inst.shortfall_fee).sum())
     lost = float(np.dot(np.broadcast_to(inst.penalty_of(None), (inst.n,))[unf], inst.principal[unf]))
-    objective = funding_cost + lost + short_cost
+    fixed = inst.fixed_charged(A[:R - 1])
+    objective = funding_cost + lost + short_cost + fixed
     lb = min(solved.lower_bound, objective)
     gap = _gap(objective, lb)
     whole_lb = min(max(solved.whole_loan_bound, lb), objective)

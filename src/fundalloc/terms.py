@@ -282,6 +282,11 @@ class Funder(_Strict):
     #: a hard minimum: a plan must give this funder at least this much today (a day that cannot is
     #: infeasible, and the error names the rows that conflict)
     daily_min_hard: NonNegative | None = None
+    #: all or nothing: the funder gets nothing today or at least this much (a pool's minimum
+    #: purchase, a warehouse's minimum draw)
+    min_if_used: NonNegative | None = None
+    #: charged once when the funder takes any loan today (a draw fee, a pool's set-up cost)
+    fixed_cost: NonNegative | None = None
     shortfall_fee: NonNegative = 0.01
     monthly_max: NonNegative | None = None  # quota per calendar month (the batch paces it over the month)
     monthly_min: NonNegative | None = None  # soft monthly minimum, shortfall charged at shortfall_fee
@@ -310,6 +315,9 @@ class Funder(_Strict):
         if self.daily_min is not None and self.daily_max is not None and self.daily_min > self.daily_max:
             raise ValueError(f"daily_min {self.daily_min} is above daily_max {self.daily_max}")
         cap = self.day_cap
+        if self.min_if_used is not None and cap is not None and self.min_if_used > cap:
+            raise ValueError(f"min_if_used {self.min_if_used} is above what the day may use ({cap}: "
+                             "daily_max, monthly_max); the funder could never be used")
         if self.daily_min_hard is not None and cap is not None and self.daily_min_hard > cap:
             raise ValueError(f"daily_min_hard {self.daily_min_hard} is above what the day may use ({cap}: "
                              "daily_max, monthly_max)")
@@ -480,7 +488,7 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
     if plat.get("max_funder_share") is None:
         plat.pop("max_funder_share", None)
     for f in doc.get("funders", []):
-        for key in ("max_share_of_day", "daily_min_hard"):
+        for key in ("max_share_of_day", "daily_min_hard", "min_if_used", "fixed_cost"):
             if f.get(key, 0) is None:
                 f.pop(key)
         for w in f.get("weighted_average", []):

@@ -211,6 +211,11 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
             head = f.facility_limit - f.outstanding
             if Af > max(head, 0.0) + TOL:
                 rep.add("facility_headroom", f.id, f"{Af:,.2f} > headroom {head:,.2f}", Af - head)
+        if f.min_if_used is not None:
+            rep.checked += 1
+            if TOL < Af < f.min_if_used - TOL:
+                rep.add("min_if_used", f.id, f"{Af:,.2f}: neither nothing nor at least {f.min_if_used:,.2f}",
+                        f.min_if_used - Af)
         if f.daily_min_hard is not None:
             rep.checked += 1
             if Af < f.daily_min_hard - TOL:
@@ -329,7 +334,8 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
         lost = float((value * p)[~funded].sum())
     else:
         lost = float(plat.unfunded_penalty * p[~funded].sum())
-    rep.objective = float(cost.sum() + lost + shortfall)
+    fixed = sum(f.fixed_cost for f in terms.funders if f.fixed_cost and float(A.get(f.id, 0.0)) > 0)
+    rep.objective = float(cost.sum() + lost + shortfall + fixed)
     rep.plan_objective = float(summary.get("objective", float("nan")))
     rep.lower_bound = float(summary.get("lower_bound", float("nan")))
     if np.isfinite(rep.lower_bound) and abs(rep.lower_bound) > 0:

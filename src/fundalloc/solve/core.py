@@ -14,6 +14,7 @@ from ..formulation import RowKind
 from ..instance import Instance
 from .classes import loan_classes, representatives
 from .conflict import check_hard_minimums, check_whole_loans
+from .uses import solve_with_uses
 from .context import Clock, Context, Progress, Work
 from .incumbent import Incumbent
 from .lagrange import eligible_principal
@@ -56,14 +57,21 @@ class Solved:
     stats: dict[str, float] = field(default_factory=dict)
     warm: WarmStart | None = None
     funded_lp: float = 0.0  # D from the LP: the day's funded principal (0 when no row needs it)
+    pricing: tuple | None = field(default=None, repr=False)  # (Dual, classes): the LP's prices per loan
 
 
 def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progress: Progress | None = None,
-                   warm: WarmStart | None = None) -> Solved:
-    """Plan a day: the LP over refined bins, a valid bound, whole loans."""
+                   warm: WarmStart | None = None, *, patterns: bool = True, bound_only: bool = False) -> Solved:
+    """Plan a day: the LP over refined bins, a valid bound, whole loans.
+
+    ``patterns`` False: funders' use decisions stay relaxed in the LP (the whole-loan plan then
+    ignores them: :mod:`.uses` asks for this base). ``bound_only``: stop after the LP, with its
+    bound (the plan: every loan unfunded)."""
     backend = get_backend(options.solver)
     if inst.n == 0:
         return _empty(inst, backend)
+    if patterns and len(inst.use_routes):  # a funder's use is a decision of its own: a search over patterns
+        return solve_with_uses(inst, options, progress, warm, solve_instance)
     q = options.initial_bins if options.initial_bins is not None else (2 if inst.n < 7_500_000 else 4)
     active = np.full(len(inst.obligor_rows), len(inst.obligor_rows) <= options.eager_obligor_rows)
     if warm is not None:
@@ -83,7 +91,11 @@ def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progres
     if not check_hard_minimums(ctx, relax.prob, relax.sol.x):  # the penalty was too low for this day
         if inst.hard_fee > HARD_FEE_CEILING:
             raise SolverError("the hard minimums can be met, but the solve's LP kept paying their penalty")
-        return solve_instance(replace(inst, hard_fee=inst.hard_fee * 1e3), options, progress, warm)
+        return solve_instance(replace(inst, hard_fee=inst.hard_fee * 1e3), options, progress, warm,
+                              patterns=patterns, bound_only=bound_only)
+    if bound_only:
+        return _report(ctx, relax, np.full(inst.n, inst.R, dtype=np.int64), relax.lower_bound, False,
+                       Incumbent(Rows.build(inst), relax.lower_bound), LazyObligor(inst, active, Rows.build(inst)), cls)
     sums = FixedSums(lp_inst, cls, inst.n >= options.fixed_table_loans)
     sp = split(ctx, relax, sums)
 
@@ -133,7 +145,8 @@ def _report(ctx: Context, relax: Relaxation, route: np.ndarray, whole_bound: flo
                   lp_objective=relax.objective, lp_duals=lp, totals_lp=relax.sol.x[relax.prob.total_col],
                   status=status, solver=backend.name, solver_version=backend.version(),
                   timings=ctx.clock.timings, stats=ctx.stats, warm=warm,
-                  funded_lp=float(relax.sol.x[relax.prob.funded_col]) if relax.prob.funded_col >= 0 else 0.0)
+                  funded_lp=float(relax.sol.x[relax.prob.funded_col]) if relax.prob.funded_col >= 0 else 0.0,
+                  pricing=(relax.dual, cls))
 
 
 def _empty(inst: Instance, backend) -> Solved:

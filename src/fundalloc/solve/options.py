@@ -38,6 +38,7 @@ class PlanOptions:
     # HiGHS's own branch and bound, to proven optimality when it finishes within its node budget)
     exact_pairs: int = 4_000
     exact_nodes: int = 2_000  # the node budget of that MIP
+    use_patterns: int = 16  # funders' use patterns (min_if_used, fixed_cost) solved at most (see solve.uses)
     # staged relax-and-fix (solve.search.relax): per stage, the fractional loans become whole
     # while loans below this quantile of principal absorb; absorbers per route; nodes per stage
     relax_stages: tuple[float, ...] = (0.75, 0.4, 0.2)

@@ -255,6 +255,9 @@ def assignment_vector(inst: Instance, prob: Problem, units: Units, unit_route: n
     x[prob.shortfall_col[has]] = np.maximum(inst.daily_min[:F][has] - totals[has], 0.0)
     hard = prob.hard_cols >= 0
     x[prob.hard_cols[hard]] = np.maximum(inst.daily_min_hard[:F][hard] - totals[hard], 0.0)
+    if prob.use_col is not None:
+        used = prob.use_col >= 0
+        x[prob.use_col[used]] = (totals[used] > 0).astype(float)
     if prob.funded_col >= 0:
         x[prob.funded_col] = float(units.P[unit_route < R].sum())
     return x
