@@ -169,11 +169,15 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
         if plat.daily_capacity is not None:
             ok &= used <= plat.daily_capacity + TOL
         for r, f in enumerate(fs):
+            C = A[:, r]  # what the caps count
+            if f.cap_measure:
+                meas = pd.to_numeric(loans[f.cap_measure]).to_numpy(dtype=float)
+                C = np.where(choice == r, f.funding_share * meas[None, :], 0.0).sum(axis=1)
             for cap in (f.daily_max, f.monthly_max):
                 if cap is not None:
-                    ok &= A[:, r] <= cap + TOL
+                    ok &= C <= cap + TOL
             if f.facility_limit is not None:
-                ok &= A[:, r] <= max(f.facility_limit - f.outstanding, 0.0) + TOL
+                ok &= C <= max(f.facility_limit - f.outstanding, 0.0) + TOL
             if f.daily_min_hard is not None:
                 ok &= A[:, r] >= f.daily_min_hard - TOL
             if f.min_if_used is not None:

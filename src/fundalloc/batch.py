@@ -300,7 +300,10 @@ def _scaled_terms(terms: Terms, state: State, days: int, remaining: dict[str, fl
             f["daily_max"] = f["daily_max"] * days
         if f.get("daily_min") is not None:
             f["daily_min"] = f["daily_min"] * days
-        # over a forecast, a hard minimum guides the pacing as a soft one (the day itself holds it hard)
+        # over a forecast, a hard minimum guides the pacing as a soft one (the day itself holds it
+        # hard), and a funder's use is the day's own decision
+        f.pop("min_if_used", None)
+        f.pop("fixed_cost", None)
         hard = f.pop("daily_min_hard", None)
         if hard:
             f["daily_min"] = max(f.get("daily_min") or 0.0, hard * days)

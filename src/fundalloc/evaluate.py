@@ -75,14 +75,17 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
 
     caps_d = dict(zip(daily.route.tolist(), range(daily.m)))
     caps_f = dict(zip(facility.route.tolist(), range(facility.m)))
+    act_d, act_f = daily.activity(idx), facility.activity(idx)  # (measured amounts where a funder says)
     for r in range(inst.R - 1):
         if r in caps_d:
             lim = float(daily.rhs[caps_d[r]])
-            add(daily.label[caps_d[r]], r, "daily_max", A[r], lim, lim - A[r], A[r] - lim, r)
+            v = float(act_d[caps_d[r]])
+            add(daily.label[caps_d[r]], r, "daily_max", v, lim, lim - v, v - lim, r)
         if r in caps_f:
             lim = float(facility.rhs[caps_f[r]])
             note = "facility already above its limit: closed" if inst.headroom[r] < 0 else ""
-            add(facility.label[caps_f[r]], r, "facility_headroom", A[r], lim, lim - A[r], A[r] - lim, r, note)
+            v = float(act_f[caps_f[r]])
+            add(facility.label[caps_f[r]], r, "facility_headroom", v, lim, lim - v, v - lim, r, note)
         if inst.daily_min[r] > 0:
             lim = inst.daily_min[r]
             add(f"daily_min:{inst.route_ids[r]}", r, "daily_min", A[r], lim, A[r] - lim,

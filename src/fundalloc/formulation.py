@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .instance import VALUE_FIELD, Instance, bid_field
+from .instance import VALUE_FIELD, Instance, bid_field, measure_field
 
 
 class RowKind(StrEnum):
@@ -220,22 +220,32 @@ def define_totals(inst: Instance, units: Units, cols: _Cols) -> Block:
                   [f"total:{inst.route_ids[r]}" for r in range(F)])
 
 
-def _cap_block(inst: Instance, cols: _Cols, limits: np.ndarray, kind: RowKind) -> Block:
+def _cap_block(inst: Instance, units: Units, cols: _Cols, limits: np.ndarray, kind: RowKind) -> Block:
+    """``A_f <= limit_f``; where the funder measures its caps on another amount, ``sum_u s_f M_u
+    t[u,f] <= limit_f`` with ``M_u`` the unit's measured amount (a field sum)."""
     F = inst.R - 1
     rs = np.flatnonzero(np.isfinite(limits[:F]))
     k = len(rs)
-    return _block(kind, np.arange(k), cols.total[rs], np.ones(k), np.full(k, -np.inf), limits[rs],
-                  rs, rs, [f"{kind.value}:{inst.route_ids[r]}" for r in rs])
+    on_a = ~np.isin(rs, inst.measured)
+    rows, cc, vals = [np.flatnonzero(on_a)], [cols.total[rs[on_a]]], [np.ones(int(on_a.sum()))]
+    for j in np.flatnonzero(~on_a):
+        r = rs[j]
+        pairs = cols.by_route[r]
+        rows.append(np.full(len(pairs), j))
+        cc.append(pairs)
+        vals.append(inst.share[r] * units.PW[measure_field(inst.route_ids[r])][cols.pair_unit[pairs]])
+    return _block(kind, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals), np.full(k, -np.inf),
+                  limits[rs], rs, rs, [f"{kind.value}:{inst.route_ids[r]}" for r in rs])
 
 
 def define_daily_max(inst: Instance, units: Units, cols: _Cols) -> Block:
     """Daily maximum: ``A_f <= daily_max_f``."""
-    return _cap_block(inst, cols, inst.daily_max, RowKind.DAILY_MAX)
+    return _cap_block(inst, units, cols, inst.daily_max, RowKind.DAILY_MAX)
 
 
 def define_facility_headroom(inst: Instance, units: Units, cols: _Cols) -> Block:
     """Facility headroom: ``A_f <= facility_limit_f - outstanding_f``."""
-    return _cap_block(inst, cols, np.maximum(inst.headroom, 0.0), RowKind.FACILITY_HEADROOM)
+    return _cap_block(inst, units, cols, np.maximum(inst.headroom, 0.0), RowKind.FACILITY_HEADROOM)
 
 
 def _min_block(inst: Instance, cols: _Cols, kind: RowKind, slack_col: np.ndarray, limits: np.ndarray) -> Block:
@@ -267,7 +277,9 @@ def define_uses(inst: Instance, units: Units, cols: _Cols) -> Block:
     if not len(rs):
         return _block(RowKind.USE_MIN, [], [], [], [], [], [], [], [])
     elig_p = inst.share[rs] * np.array([inst.principal[inst.elig[:, r]].sum() for r in rs])
-    U = np.minimum(np.minimum(inst.daily_max[rs], np.maximum(inst.headroom[rs], 0.0)), elig_p)
+    caps = np.minimum(inst.daily_max[rs], np.maximum(inst.headroom[rs], 0.0))
+    caps = np.where(np.isin(rs, inst.measured), np.inf, caps)  # (a measured cap does not bound A_f)
+    U = np.minimum(caps, elig_p)
     m = inst.use_min[rs] if inst.use_min is not None else np.zeros(len(rs))
     k = len(rs)
     rows = np.concatenate([np.arange(k), np.arange(k), k + np.arange(k), k + np.arange(k)])

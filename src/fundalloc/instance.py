@@ -38,6 +38,10 @@ def bid_field(route_id: str) -> str:
     return f"@bid:{route_id}"
 
 
+def measure_field(route_id: str) -> str:
+    return f"@measure:{route_id}"
+
+
 @dataclass(frozen=True, eq=False)
 class Segment:
     """One concentration row: ``E_S + sum_{i in S} a_i <= alpha * (E + A)``."""
@@ -273,9 +277,21 @@ class Instance:
     #: still share a class and the LP aggregates them exactly, like a weighted-average field
     bid_price: dict[int, np.ndarray] = field(default_factory=dict)
 
+    #: routes whose caps count another amount than the principal (``cap_measure``): the field
+    #: ``measure_field(route id)`` holds each loan's amount over its principal, so that principal
+    #: x field (what units sum) is the amount, and a cap row reads ``sum s_f m_i`` over its loans
+    measured: tuple[int, ...] = ()
+
     @property
     def bid_routes(self) -> tuple[int, ...]:
         return tuple(self.bid_price)
+
+    def cap_amount(self, r: int, loans: np.ndarray) -> np.ndarray:
+        """What each loan counts against route ``r``'s caps: ``s_r`` times its principal, or its
+        measured amount where the route has a ``cap_measure``."""
+        if r in self.measured:
+            return self.share[r] * self.principal_fields[measure_field(self.route_ids[r])][loans]
+        return self.share[r] * self.principal[loans]
 
     def penalty_of(self, loans: np.ndarray | None = None) -> np.ndarray | float:
         """The unfunded penalty per unit of principal of ``loans`` (None: every loan, in order)."""
@@ -610,6 +626,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
     # prices by the loan that enter the costs linearly in principal: aggregated like fields
     for r, q in bid_price.items():
         fields[bid_field(route_ids[r])] = q
+    measured = _measures(funders, loans, fields, route_ids, src, problems)
     if loan_penalty is not None:
         fields[VALUE_FIELD] = loan_penalty
 
@@ -683,7 +700,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         platform_capacity=float(cap), penalty=penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures, bids), closed=closed,
         groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc,
-        loan_penalty=loan_penalty, bid_price=bid_price,
+        loan_penalty=loan_penalty, bid_price=bid_price, measured=measured,
     )
 
 
@@ -896,3 +913,28 @@ def _loan_penalty(plat, loans: pd.DataFrame, src: dict[str, str], problems: Coll
                      f"column '{col}' (the unfunded penalty, per unit of principal) must be a number >= 0")
         return None
     return v
+
+
+def _measures(funders, loans: pd.DataFrame, fields: dict[str, np.ndarray], route_ids, src: dict[str, str],
+              problems: Collector) -> tuple[int, ...]:
+    """The caps' measured amounts, as fields divided by the principal (so a unit's field sum,
+    principal x field, is the measured amount): each loan's column value, >= 0 and finite."""
+    out = []
+    for r, f in enumerate(funders):
+        col = f.cap_measure
+        if not col:
+            continue
+        if col not in loans.columns:
+            problems.add(src["funders"], f"funders[{f.id}].cap_measure",
+                         f"names the column '{col}', which the originations do not have")
+            continue
+        v = pd.to_numeric(loans[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isfinite(v) | (v < 0)
+        if bad.any():
+            problems.add(src["originations"], _rows(bad),
+                         f"column '{col}' (funders[{f.id}].cap_measure, an amount per loan) must be a number >= 0")
+            continue
+        p = loans["principal"].to_numpy(dtype="float64")
+        fields[measure_field(route_ids[r])] = np.divide(v, p, out=np.zeros(len(v)), where=p > 0)
+        out.append(r)
+    return tuple(out)

@@ -238,18 +238,23 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
     shortfall[-1] = 0.0
     def util(v, lim):
         return np.where(np.isfinite(lim) & (lim > 0), v / np.where(lim > 0, lim, 1.0), np.nan)
+    counted = A.copy()  # what the caps count (a funder's measured amounts where it has a cap_measure)
+    for r in inst.measured:
+        counted[r] = float(inst.cap_amount(r, np.flatnonzero(route == r)).sum())
     funders = pd.DataFrame({
         "funder_id": list(inst.route_ids), "kind": kinds, "funding_share": inst.share,
         "loan_count": N, "principal": P, "funder_amount": A, "platform_amount": Bp, "cost": C,
         "daily_max": np.where(np.isfinite(inst.daily_max), inst.daily_max, np.nan),
-        "daily_max_utilisation": util(A, inst.daily_max),
+        "daily_max_utilisation": util(counted, inst.daily_max),
         "facility_headroom": np.where(np.isfinite(inst.headroom), inst.headroom, np.nan),
-        "facility_headroom_utilisation": util(A, np.maximum(inst.headroom, 0)),
+        "facility_headroom_utilisation": util(counted, np.maximum(inst.headroom, 0)),
         "daily_min": inst.daily_min, "shortfall": shortfall,
         "shortfall_cost": shortfall * inst.shortfall_fee,
     })
     if (inst.daily_min_hard > 0).any():
         funders["daily_min_hard"] = np.where(inst.daily_min_hard > 0, inst.daily_min_hard, np.nan)
+    if inst.measured:
+        funders["cap_counted"] = counted  # the amount the caps count
     if inst.use_min is not None:
         funders["min_if_used"] = np.where(inst.use_min > 0, inst.use_min, np.nan)
     if inst.fixed_cost is not None:  # charged where the route takes any loan

@@ -287,6 +287,9 @@ class Funder(_Strict):
     min_if_used: NonNegative | None = None
     #: charged once when the funder takes any loan today (a draw fee, a pool's set-up cost)
     fixed_cost: NonNegative | None = None
+    #: an originations column of per-loan amounts that the caps (daily_max, monthly_max, facility
+    #: headroom) count in place of the principal: each loan counts ``funding_share x column``
+    cap_measure: str | None = Field(default=None, min_length=1)
     shortfall_fee: NonNegative = 0.01
     monthly_max: NonNegative | None = None  # quota per calendar month (the batch paces it over the month)
     monthly_min: NonNegative | None = None  # soft monthly minimum, shortfall charged at shortfall_fee
@@ -345,6 +348,8 @@ class Funder(_Strict):
         cols |= {w.field for w in self.weighted_average}
         if self.obligor_limit is not None:
             cols.add("borrower_id")
+        if self.cap_measure:
+            cols.add(self.cap_measure)
         return cols
 
 
@@ -488,7 +493,7 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
     if plat.get("max_funder_share") is None:
         plat.pop("max_funder_share", None)
     for f in doc.get("funders", []):
-        for key in ("max_share_of_day", "daily_min_hard", "min_if_used", "fixed_cost"):
+        for key in ("max_share_of_day", "daily_min_hard", "min_if_used", "fixed_cost", "cap_measure"):
             if f.get(key, 0) is None:
                 f.pop(key)
         for w in f.get("weighted_average", []):

@@ -201,16 +201,20 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
     A = a.groupby(route).sum()
     for f in terms.funders:
         Af = float(A.get(f.id, 0.0))
+        Cf = Af  # what the caps count: the funder amount, or its share of the loans' measured amounts
+        if f.cap_measure:
+            on_f = route == f.id
+            Cf = float((f.funding_share * pd.to_numeric(df.loc[on_f, f.cap_measure], errors="coerce")).sum())
         for kind, cap in (("daily_max", f.daily_max), ("monthly_max", f.monthly_max)):
             if cap is not None:  # one day can never use more than the month's quota
                 rep.checked += 1
-                if Af > cap + TOL:
-                    rep.add(kind, f.id, f"{Af:,.2f} > {cap:,.2f}", Af - cap)
+                if Cf > cap + TOL:
+                    rep.add(kind, f.id, f"{Cf:,.2f} > {cap:,.2f}", Cf - cap)
         if f.facility_limit is not None:
             rep.checked += 1
             head = f.facility_limit - f.outstanding
-            if Af > max(head, 0.0) + TOL:
-                rep.add("facility_headroom", f.id, f"{Af:,.2f} > headroom {head:,.2f}", Af - head)
+            if Cf > max(head, 0.0) + TOL:
+                rep.add("facility_headroom", f.id, f"{Cf:,.2f} > headroom {head:,.2f}", Cf - head)
         if f.min_if_used is not None:
             rep.checked += 1
             if TOL < Af < f.min_if_used - TOL:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formulation import Problem, RowKind
-from ..instance import VALUE_FIELD, Instance, bid_field
+from ..instance import VALUE_FIELD, Instance, bid_field, measure_field
 
 # loan-by-loan pricing of at least this many loans runs on up to WORKERS threads; the total adds
 # the blocks' terms in block order, so it does not depend on the threads
@@ -94,6 +94,8 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
         k, r, j, yi = kind[i], route[i], ref[i], y[i]
         if k == RowKind.TOTAL.value:
             base[:, r] -= yi * s[r]
+        elif k in (RowKind.DAILY_MAX.value, RowKind.FACILITY_HEADROOM.value) and r in inst.measured:
+            field_coef[measure_field(inst.route_ids[r])][r] -= yi * s[r]  # its loans' measured amounts
         elif k == RowKind.PLATFORM_CAPACITY.value:
             base -= yi * inst.platform_share[None, :]
         elif k == RowKind.GROUP_CONCENTRATION.value:  # its segment part (the totals' through A_f)

@@ -85,9 +85,11 @@ class Family:
 
 class CapRows(Family):
     """Daily maximum ``A_f <= daily_max_f`` and facility headroom ``A_f <= facility_limit_f -
-    outstanding_f`` (a facility already above its limit: headroom 0), with ``A_f = sum s_f p_i``."""
+    outstanding_f`` (a facility already above its limit: headroom 0), with ``A_f = sum s_f p_i``;
+    a funder with a ``cap_measure`` counts ``sum s_f m_i`` instead (its loans' measured amounts)."""
 
     sign = 1.0  # the row is ``sign * A_f <= rhs``
+    measures = True  # (a minimum counts the funder amount itself)
 
     def __init__(self, inst: Instance, kind: RowKind, limits: np.ndarray):
         self.inst, self.kind = inst, kind
@@ -104,10 +106,17 @@ class CapRows(Family):
         return np.zeros(0, dtype=np.int64) if k is None else np.array([k])
 
     def coef(self, r: int, loans: np.ndarray) -> np.ndarray:
+        if self.measures:
+            return (self.sign * self.inst.cap_amount(int(r), loans))[None, :]
         return (self.sign * self.inst.share[r] * self.inst.principal[loans])[None, :]
 
     def activity(self, idx: RouteIndex) -> np.ndarray:
-        return self.sign * idx.totals[self.route]
+        out = self.sign * idx.totals[self.route]
+        if self.measures:
+            for k, r in enumerate(self.route):
+                if int(r) in self.inst.measured:
+                    out[k] = self.sign * float(self.inst.cap_amount(int(r), idx.on[int(r)]).sum())
+        return out
 
 
 class MinRows(CapRows):
@@ -116,6 +125,7 @@ class MinRows(CapRows):
     leaves it to the search's fill, and a plan that breaks it is never delivered)."""
 
     sign = -1.0
+    measures = False
 
     def __init__(self, inst: Instance):
         super().__init__(inst, RowKind.DAILY_MIN_HARD, np.where(inst.daily_min_hard > 0, inst.daily_min_hard, np.inf))
