@@ -13,6 +13,20 @@ DAY = "../fixtures/day100k"
 day = fa.load_day(f"{DAY}/originations.parquet", f"{DAY}/funders.yaml", f"{DAY}/portfolio.csv", f"{DAY}/exposures.csv")
 FAST = dict(work_limit=20_000_000)  # an analyst's setting: a smaller whole-loan search budget (counted in work, not seconds)"""
 
+DIVERSIFIED = """doc = day.terms.document()
+for f in doc["funders"]:
+    if f["kind"] == "bank":
+        r = f["cost_of_funds"]
+        f["cost_of_funds"] = [{"where": {"tenor_months": {"max": 6}}, "rate": round(r - 0.008, 4)},
+                              {"where": {"risk_grade": ["D", "E"]}, "rate": round(r + 0.015, 4)},
+                              {"default": r}]
+doc["platform"]["max_funder_share"] = 0.085
+doc["groups"] = [{"name": "banks", "members": [f["id"] for f in doc["funders"] if f["kind"] == "bank"], "max_share_of_day": 0.40}]
+graded_day = fa.load_day(day.loans, doc, day.portfolio, day.exposures)
+graded = fa.plan(graded_day)
+graded.status, round(graded.objective, 2), f"gap {graded.gap:.1e}"
+"""
+
 NOTEBOOKS = {
     "01_daily_plan": [
         ("md", "# The daily plan\n\nPlan the shipped 100k-loan day: who funds what, which limits bind, and what relaxing each would save."),
@@ -28,6 +42,12 @@ NOTEBOOKS = {
         ("code", "pd.DataFrame(plan.breaches)"),
         ("md", "## One loan, explained"),
         ("code", "fa.explain(plan, day, plan.allocations.loan_id.iloc[5])[\"kept_out_by\"]"),
+        ("md", "## Banks that price by the loan, and a diversified day\n\nThe same loans under terms the banks and the risk committee actually write: every bank prices short tenors (up to 6 months) 0.8% under its rate and grades D and E 1.5% over it (a rate grid), no funder may carry more than 8.5% of the day's funded principal (the largest warehouse carries 9.5% as written), and the banks together at most 40% (they carry 42%) (风险分散)."),
+        ("code", DIVERSIFIED),
+        ("code", "fa.shadow_prices(graded)[lambda t: t.kind.isin([\"funder_share\", \"group_share\"])][[\"constraint\", \"value\", \"limit\", \"shadow_price\"]]"),
+        ("code", "charts.route_shift([\"as written\", \"rate grids + diversification\"], [plan, graded]);"),
+        ("md", "Short tenors move to the banks that now price them lower, grades D and E away from them, and the largest warehouse and the banks give way to the next cheapest routes (a trust and another bank). The net change in objective is the rate grids' saving less what diversification costs; each share's shadow price says what one more unit of share would save."),
+        ("code", "round(graded.objective - plan.objective, 2), f\"{graded.objective / plan.objective - 1:+.2%}\""),
     ],
     "02_what_if": [
         ("md", "# What if...\n\nA quota cut, a rate rise, a new warehouse, and what more platform capital is worth. Each scenario is the base day with overrides, re-solved warm from the base plan."),

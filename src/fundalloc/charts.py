@@ -83,3 +83,21 @@ def scenario_costs(names: list[str], plans: list[Plan], ax=None):
     ax.legend()
     ax.set_title("Scenarios")
     return ax
+
+
+def route_shift(names: list[str], plans: list[Plan], ax=None):
+    """Funder amount per route under several plans, side by side (where the terms moved the money)."""
+    plt = _plt()
+    table = pd.concat([p.funders.set_index("funder_id")["funder_amount"].rename(n) for n, p in zip(names, plans)],
+                      axis=1).fillna(0.0) / 1e6
+    table = table[(table > 0).any(axis=1)]
+    ax = ax or plt.subplots(figsize=(11, 4))[1]
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(table))
+    for j, n in enumerate(names):
+        ax.bar(x + j * width, table[n], width=width, label=n)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, table.index, rotation=75)
+    ax.set_ylabel("funder amount (millions)")
+    ax.legend()
+    ax.set_title("Funder amount per route")
+    return ax
