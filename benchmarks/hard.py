@@ -48,6 +48,8 @@ def cases(quick: bool) -> dict[str, callable]:
         "tight 100k": lambda: hard.tight(100_000, 3),
         "minimum-heavy 20k": lambda: hard.minimum_heavy(20_000, 3),
         "committed 20k": lambda: hard.committed(20_000, 3),
+        "counted 20k": lambda: hard.counted(20_000, 3),
+        "counted 100k": lambda: hard.counted(100_000, 3),
         "measured 20k": lambda: hard.measured(20_000, 3),
         "measured 100k": lambda: hard.measured(100_000, 3),
         "pooled 20k": lambda: hard.pooled(20_000, 3),
@@ -70,7 +72,7 @@ def cases(quick: bool) -> dict[str, callable]:
         "graded 100k": lambda: hard.graded(100_000, 3),
     }
     if quick:
-        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k", "committed 100k", "sale 100k", "pooled 100k", "measured 100k",
+        for k in ("tight 100k", "single route 20k", "triplets 100", "realistic 100k", "diversified 100k", "committed 100k", "sale 100k", "pooled 100k", "measured 100k", "counted 100k",
                   "graded 100k"):
             out.pop(k)
     return out

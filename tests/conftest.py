@@ -128,3 +128,15 @@ def make_store_url(kind: str, tmp: Path) -> str:
 @pytest.fixture(params=STORES)
 def store_url(request, tmp_path) -> str:
     return make_store_url(request.param, tmp_path)
+
+
+def reroute_every_loan(out: Path, loans: pd.DataFrame, funder_id: str, share: float, unit_cost: float) -> None:
+    """Rewrite a plan's ``allocations.csv`` with every loan on one funder (a plan the verifier must
+    refuse): its share of each principal, the platform the rest, ``unit_cost`` per unit of principal."""
+    alloc = pd.read_csv(out / "allocations.csv", keep_default_na=False)
+    p = loans["principal"].to_numpy()
+    alloc["funder_id"] = funder_id
+    alloc["funder_amount"] = share * p
+    alloc["platform_amount"] = (1 - share) * p
+    alloc["cost"] = p * unit_cost
+    alloc.to_csv(out / "allocations.csv", index=False)

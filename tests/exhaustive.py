@@ -142,10 +142,10 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                 for v in sorted(vals):
                     m = inseg & (keys.astype(str) == v).to_numpy() & keys.notna().to_numpy()
                     es = float(prow.loc[prow[c.per].astype(str) == v, "outstanding"].sum()) if prow is not None else 0.0
-                    segments.append((r, m, c.max_share, E, es, basis))
+                    segments.append((r, m, c.max_share, E, es, basis, c.measure == "count"))
             else:
                 es = float(prow["outstanding"].sum()) if prow is not None else 0.0
-                segments.append((r, inseg, c.max_share, E, es, basis))
+                segments.append((r, inseg, c.max_share, E, es, basis, c.measure == "count"))
     exp = {}
     if exposures is not None:
         for row in exposures.itertuples(index=False):
@@ -206,8 +206,11 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                         <= f.obligor_limit + TOL
             if f.daily_min:
                 obj = obj + f.shortfall_fee * np.maximum(f.daily_min - A[:, r], 0.0)
-        for r, m, alpha, E, es, basis in segments:
+        for r, m, alpha, E, es, basis, counts in segments:
             on = choice == r
+            if counts:  # a share of today's loan count
+                ok &= (on & m[None, :]).sum(axis=1) <= alpha * on.sum(axis=1) + TOL
+                continue
             seg = np.where(on & m[None, :], amt, 0.0).sum(axis=1)
             if basis == Basis.PORTFOLIO and es > alpha * E + 1e-9 * max(E, 1.0):
                 ok &= seg <= TOL  # closed: no new loans of the segment
@@ -230,7 +233,10 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                 keys = [None] if not c.per else sorted(set(loans.loc[inseg & loans[c.per].notna().to_numpy(), c.per].astype(str)))
                 for v in keys:
                     m = inseg if v is None else inseg & (loans[c.per].astype(str) == v).to_numpy() & loans[c.per].notna().to_numpy()
-                    ok &= np.where(on_g & m[None, :], amt, 0.0).sum(axis=1) <= c.max_share * tot + TOL
+                    if c.measure == "count":
+                        ok &= (on_g & m[None, :]).sum(axis=1) <= c.max_share * on_g.sum(axis=1) + TOL
+                    else:
+                        ok &= np.where(on_g & m[None, :], amt, 0.0).sum(axis=1) <= c.max_share * tot + TOL
             if g.daily_max is not None:
                 ok &= tot <= g.daily_max + TOL
             if g.max_share_of_day is not None:

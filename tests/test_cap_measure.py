@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fundalloc as fa
-from conftest import write_day
+from conftest import reroute_every_loan, write_day
 from exhaustive import exact_optimum
 from fundalloc.errors import InputError
 from fundalloc.terms import terms_from_dict
@@ -74,13 +74,8 @@ def test_verify_counts_the_measure_and_catches_a_facility_over_it(tmp_path):
     plan = fa.plan(files["originations"], files["funders"])
     plan.write(tmp_path / "out")
     assert verify_plan(files["originations"], files["funders"], tmp_path / "out").ok
-    alloc = pd.read_csv(tmp_path / "out" / "allocations.csv", keep_default_na=False)
-    p = LOANS["principal"].to_numpy()
-    alloc["funder_id"] = "wh"  # every loan to the warehouse: 0.9 x 9360 measured > 5000
-    alloc["funder_amount"] = 0.9 * p
-    alloc["platform_amount"] = 0.1 * p
-    alloc["cost"] = p * (0.9 * 0.03 + 0.1 * 0.12) * (13 / 24)
-    alloc.to_csv(tmp_path / "out" / "allocations.csv", index=False)
+    # every loan to the warehouse: 0.9 x 9360 measured > 5000
+    reroute_every_loan(tmp_path / "out", LOANS, "wh", 0.9, (0.9 * 0.03 + 0.1 * 0.12) * (13 / 24))
     rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
     assert any("facility_headroom" in line and "wh" in line for line in rep.lines())
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fundalloc as fa
-from conftest import write_day
+from conftest import reroute_every_loan, write_day
 from exhaustive import exact_optimum
 from fundalloc.errors import InputError
 from fundalloc.solve.conflict import InfeasibleTerms
@@ -114,12 +114,8 @@ def test_verify_catches_a_plan_below_the_hard_minimum(tmp_path):
     plan = fa.plan(files["originations"], files["funders"])
     plan.write(tmp_path / "out")
     assert verify_plan(files["originations"], files["funders"], tmp_path / "out").ok
-    alloc = pd.read_csv(tmp_path / "out" / "allocations.csv", keep_default_na=False)
-    alloc["funder_id"] = "cheap"  # every loan to the cheap bank: the trust gets nothing
-    alloc["funder_amount"] = 0.7 * LOANS["principal"].to_numpy()
-    alloc["platform_amount"] = 0.3 * LOANS["principal"].to_numpy()
-    alloc["cost"] = LOANS["principal"].to_numpy() * (0.7 * 0.02 + 0.3 * 0.12) * (13 / 24)
-    alloc.to_csv(tmp_path / "out" / "allocations.csv", index=False)
+    # every loan to the cheap bank: the trust gets nothing
+    reroute_every_loan(tmp_path / "out", LOANS, "cheap", 0.7, (0.7 * 0.02 + 0.3 * 0.12) * (13 / 24))
     rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
     assert not rep.ok
     assert any("daily_min_hard" in line and "dear" in line for line in rep.lines())

@@ -99,11 +99,12 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
             add(f"min_if_used:{inst.route_ids[r]}", r, "min_if_used", A[r], lim, A[r] - lim if used else 0.0,
                 lim - A[r] if used else 0.0, r, "" if used else "not used today: nothing or at least the minimum")
     seg_amt = conc.segment_amounts(idx)
+    conc_base = conc.bases(idx)  # (the funder amount, or the loan count where the share counts loans)
     for k in range(conc.m):
         r = int(conc.route[k])
         fam, s = inst.segment_of(int(conc.ref[k]))
         portfolio = s.basis.value == "portfolio"
-        base = s.existing_total + A[r] if portfolio else A[r]
+        base = s.existing_total + A[r] if portfolio else conc_base[k]
         held = s.existing_segment + seg_amt[k] if portfolio else seg_amt[k]
         share_now = held / base if base > 0 else 0.0
         note = "existing portfolio above the cap: segment closed to new loans" if s.breached else ""

@@ -18,6 +18,7 @@ Variables (columns), in this order:
   ``hard_fee``, an exact penalty (a plan pays it only when no plan meets the minimum: the solve
   then reports the conflicting rows instead of a plan);
 - ``D`` >= 0: the day's funded principal, present only when a share-of-day limit needs it;
+- ``N[f]`` >= 0: the number of loans at ``f``, for a funder whose shares count loans;
 - ``y[f]`` in [0, 1]: whether funder ``f`` is used, for a funder with ``min_if_used`` or
   ``fixed_cost`` (continuous here: the LP is the relaxation of the use decisions, which
   :mod:`fundalloc.solve.uses` takes one pattern at a time).
@@ -55,6 +56,7 @@ class RowKind(StrEnum):
     GROUP_MAX = "group_max"
     GROUP_CONCENTRATION = "group_concentration"
     USE_MIN = "use_min"
+    COUNT_TOTAL = "count_total"
     USE_CAP = "use_cap"
 
 
@@ -139,6 +141,7 @@ class Problem:
     funded_col: int = -1  # column of D, the day's funded principal (-1: not in the model)
     hard_col: np.ndarray | None = None  # per funder route: column of h[f] (hard minimum), or -1
     use_col: np.ndarray | None = None  # per funder route: column of y[f] (its use), or -1
+    count_col: np.ndarray | None = None  # per funder route: column of N[f] (its loan count), or -1
 
     @property
     def hard_cols(self) -> np.ndarray:
@@ -176,6 +179,11 @@ class _Cols:
         self.hard = np.full(F, -1, dtype=np.int64)
         self.hard[has_hard] = self.n + np.arange(has_hard.sum())
         self.n += int(has_hard.sum())
+        counted = sorted({fam.route for fam in inst.conc if fam.counts}
+                         | {m for gc in inst.group_conc if gc.counts for m in gc.members})
+        self.count_total = np.full(F, -1, dtype=np.int64)  # N_f: the loans at f, where a share counts them
+        self.count_total[counted] = self.n + np.arange(len(counted))
+        self.n += len(counted)
         self.use = np.full(F, -1, dtype=np.int64)
         uses = inst.use_routes
         self.use[uses] = self.n + np.arange(len(uses))
@@ -293,8 +301,25 @@ def define_uses(inst: Instance, units: Units, cols: _Cols) -> Block:
     return replace(block, kinds=kinds)
 
 
+def define_count_totals(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """Loan counts, for shares of the count: ``sum_u n_u t[u,f] - N_f = 0`` (``n_u``: the unit's loans)."""
+    rs = np.flatnonzero(cols.count_total >= 0)
+    rows, cc, vals = [], [], []
+    for j, r in enumerate(rs):
+        pairs = cols.by_route[r]
+        rows.append(np.full(len(pairs) + 1, j))
+        cc.append(np.append(pairs, cols.count_total[r]))
+        vals.append(np.append(units.count[cols.pair_unit[pairs]].astype(float), -1.0))
+    if not len(rs):
+        return _block(RowKind.COUNT_TOTAL, [], [], [], [], [], [], [], [])
+    z = np.zeros(len(rs))
+    return _block(RowKind.COUNT_TOTAL, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals), z, z,
+                  rs, rs, [f"count_total:{inst.route_ids[r]}" for r in rs])
+
+
 def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
-    """Concentration: ``sum_{u in S} s_f P_u t[u,f] - alpha A_f <= alpha E_f - E_fS``.
+    """Concentration: ``sum_{u in S} s_f P_u t[u,f] - alpha A_f <= alpha E_f - E_fS``; a share of the
+    loan count (``measure: count``, basis new): ``sum_{u in S} n_u t[u,f] - alpha N_f <= 0``.
 
     On the ``new`` basis ``E_f = E_fS = 0``. A segment the portfolio already breaches has no row:
     its loans are not eligible for the funder (see :mod:`fundalloc.instance`).
@@ -322,10 +347,11 @@ def define_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
         p = pairs[hit]
         rows.append(target[hit])
         cc.append(p)
-        vals.append(inst.share[r] * units.P[cols.pair_unit[p]])
+        # a share of the amount: s_f P_u against A_f; of the count: the unit's loans against N_f
+        vals.append(units.count[cols.pair_unit[p]].astype(float) if fam.counts else inst.share[r] * units.P[cols.pair_unit[p]])
         k = len(live)
         rows.append(m + np.arange(k))
-        cc.append(np.full(k, cols.total[r]))
+        cc.append(np.full(k, cols.count_total[r] if fam.counts else cols.total[r]))
         vals.append(np.array([-s.alpha for s in live]))
         lo.append(np.full(k, -np.inf))
         hi.append(np.array([s.rhs for s in live]))
@@ -445,7 +471,8 @@ def define_groups(inst: Instance, units: Units, cols: _Cols) -> Block:
 
 
 def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Block:
-    """A group's concentration: ``sum_{f in G} sum_{u in S} s_f P_u t[u,f] - alpha sum_{f in G} A_f <= 0``."""
+    """A group's concentration: ``sum_{f in G} sum_{u in S} s_f P_u t[u,f] - alpha sum_{f in G} A_f <= 0``
+    (of the count: ``n_u`` and ``N_f``)."""
     rows, cc, vals, label = [], [], [], []
     m = 0
     for gc in inst.group_conc:
@@ -454,8 +481,12 @@ def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Blo
                 pairs = cols.by_route[r]
                 hit = pairs[gc.member_code(units.rep[cols.pair_unit[pairs]]) == code]
                 rows.append(np.full(len(hit) + 1, m))
-                cc.append(np.append(hit, cols.total[r]))
-                vals.append(np.append(inst.share[r] * units.P[cols.pair_unit[hit]], -gc.spec.max_share))
+                if gc.counts:  # of the members' loan count
+                    cc.append(np.append(hit, cols.count_total[r]))
+                    vals.append(np.append(units.count[cols.pair_unit[hit]].astype(float), -gc.spec.max_share))
+                else:
+                    cc.append(np.append(hit, cols.total[r]))
+                    vals.append(np.append(inst.share[r] * units.P[cols.pair_unit[hit]], -gc.spec.max_share))
             label.append(f"group_concentration:{gc.group}:{lab}")
             m += 1
     if not m:
@@ -464,7 +495,7 @@ def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Blo
                   np.full(m, -np.inf), np.zeros(m), np.full(m, -1), np.arange(m), label)
 
 
-FAMILIES = (define_assignment, define_totals, define_daily_max, define_facility_headroom,
+FAMILIES = (define_assignment, define_totals, define_count_totals, define_daily_max, define_facility_headroom,
             define_daily_min, define_daily_min_hard, define_uses, define_concentration, define_weighted_average, define_obligor,
             define_platform_capacity, define_funded, define_groups, define_group_concentration)
 
@@ -513,6 +544,8 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
     col_lo = np.zeros(cols.n)
     col_hi = np.ones(cols.n)
     col_hi[cols.total] = np.inf
+    for r in np.flatnonzero(cols.count_total >= 0):  # N_f: at most the loans that may go to f
+        col_hi[cols.count_total[r]] = float(units.count[cols.pair_unit[cols.by_route[r]]].sum())
     col_hi[cols.shortfall[has_min]] = inst.daily_min[:F][has_min]
     has_hard = cols.hard >= 0
     c[cols.hard[has_hard]] = inst.hard_fee
@@ -540,7 +573,7 @@ def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,
         row_lo=np.concatenate([b.lo for b in blocks]), row_hi=np.concatenate([b.hi for b in blocks]),
         integer=integer, rows=rows, pair_unit=pu, pair_route=pr, n_units=U,
         total_col=cols.total, shortfall_col=cols.shortfall, funded_col=cols.funded, hard_col=cols.hard,
-        use_col=cols.use,
+        use_col=cols.use, count_col=cols.count_total,
     )
 
 
@@ -569,5 +602,6 @@ def drop_fixed_columns(problem: Problem) -> tuple[Problem, np.ndarray, np.ndarra
         offset=problem.offset + float(problem.c @ xf),
         funded_col=int(moved(np.array([problem.funded_col]))[0]), hard_col=moved(problem.hard_cols),
         use_col=moved(problem.use_col) if problem.use_col is not None else None,
+        count_col=moved(problem.count_col) if problem.count_col is not None else None,
     )
     return small, keep, xf

@@ -42,6 +42,10 @@ def measure_field(route_id: str) -> str:
     return f"@measure:{route_id}"
 
 
+#: one over the principal: summed as principal x field it counts loans (the shares of the count)
+COUNT_FIELD = "@count"
+
+
 @dataclass(frozen=True, eq=False)
 class Segment:
     """One concentration row: ``E_S + sum_{i in S} a_i <= alpha * (E + A)``."""
@@ -80,6 +84,11 @@ class ConcFamily:
     per_values: pd.Index | None
     basis: Basis
     segments: tuple[Segment, ...]
+
+    @property
+    def counts(self) -> bool:
+        """The share is of the number of loans (else of the funder amount)."""
+        return self.spec.counts
 
     def member_code(self, loans: np.ndarray | None = None) -> np.ndarray:
         """Per loan (or per loan in ``loans``): its segment index in this family, or -1."""
@@ -155,6 +164,10 @@ class GroupConc:
     per_codes: np.ndarray | None
     per_values: pd.Index | None
     segments: tuple[tuple[str, int], ...]  # (label, code: the per value's index, 0 without per)
+
+    @property
+    def counts(self) -> bool:
+        return self.spec.counts
 
     def member_code(self, loans: np.ndarray | None = None) -> np.ndarray:
         where = self.where if loans is None else self.where[loans]
@@ -589,7 +602,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
                 problems.add(src["funders"], f"{key}.per",
                              f"'per' names column '{c.per}', which the originations do not have")
                 ok = False
-            basis = c.basis or (Basis.PORTFOLIO if portfolio is not None else Basis.NEW)
+            basis = c.basis or (Basis.PORTFOLIO if portfolio is not None and not c.counts else Basis.NEW)
             prows = None
             if basis == Basis.PORTFOLIO and pview is not None:
                 missing = [col for col in c.columns() if not pview.has(col)]
@@ -624,6 +637,10 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
             conc.append(ConcFamily(r, c, where_mask, per_codes, per_values, basis, tuple(segs)))
 
     # prices by the loan that enter the costs linearly in principal: aggregated like fields
+    if any(c.counts for f in funders for c in f.concentration) or \
+            any(c.counts for g in terms.groups for c in g.concentration):
+        p = principal
+        fields[COUNT_FIELD] = np.divide(1.0, p, out=np.zeros(len(p)), where=p > 0)
     for r, q in bid_price.items():
         fields[bid_field(route_ids[r])] = q
     measured = _measures(funders, loans, fields, route_ids, src, problems)

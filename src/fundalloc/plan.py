@@ -207,8 +207,11 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
         y = dual_of.get(label, 0.0)
         r = row.route
         if row.kind == "concentration":
-            _, seg = inst.segment_of(row.ref)
-            base = A_lp[r] + (seg.existing_total if seg.basis.value == "portfolio" else 0.0)
+            fam, seg = inst.segment_of(row.ref)
+            if fam.counts:  # per unit of share of the loan count
+                base = float(solved.counts_lp[r]) if solved.counts_lp is not None else 0.0
+            else:
+                base = A_lp[r] + (seg.existing_total if seg.basis.value == "portfolio" else 0.0)
             shadow[i] = y * base
         elif row.kind.startswith("weighted_average"):
             t = inst.wa[int(row.ref)]
@@ -216,7 +219,9 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
         elif row.kind in ("funder_share", "group_share"):  # per unit of share of the day's principal
             shadow[i] = y * solved.funded_lp
         elif row.kind == "group_concentration":  # per unit of share of the group's total
-            shadow[i] = y * float(sum(A_lp[m] for m in inst.group_segments[int(row.ref)][0].members))
+            gc = inst.group_segments[int(row.ref)][0]
+            per = solved.counts_lp if gc.counts and solved.counts_lp is not None else A_lp
+            shadow[i] = y * float(sum(per[m] for m in gc.members))
         else:
             shadow[i] = y
         binding[i] = abs(y) > 1e-12 or _tight(row)

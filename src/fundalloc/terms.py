@@ -13,7 +13,7 @@ import math
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -178,8 +178,20 @@ class Concentration(_Strict):
     per: str | None = None
     max_share: float
     basis: Basis | None = None
+    #: what the share counts: the funder amount (default) or the number of loans (today's: basis new)
+    measure: Literal["amount", "count"] | None = None
 
     _parse_where = field_validator("where", mode="before")(lambda cls, v: _parse_rule_map(v))
+
+    @model_validator(mode="after")
+    def _count_basis(self) -> "Concentration":
+        if self.measure == "count" and self.basis == Basis.PORTFOLIO:
+            raise ValueError("a share of the loan count is over today's loans: basis new")
+        return self
+
+    @property
+    def counts(self) -> bool:
+        return self.measure == "count"
 
     @field_validator("max_share")
     @classmethod
@@ -499,6 +511,10 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
         for w in f.get("weighted_average", []):
             if w.get("basis") is None:
                 w.pop("basis", None)
+    for c in [c for f in doc.get("funders", []) for c in f.get("concentration", [])] + \
+            [c for g in doc.get("groups", []) for c in g.get("concentration", [])]:
+        if c.get("measure", 0) is None:
+            c.pop("measure")
     return doc
 
 

@@ -227,8 +227,19 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
                         f.daily_min_hard - Af)
         on = route == f.id
         for c in f.concentration:
-            basis = c.basis or (Basis.PORTFOLIO if port is not None else Basis.NEW)
+            basis = c.basis or (Basis.PORTFOLIO if port is not None and c.measure != "count" else Basis.NEW)
             seg = _all_rules(df, c.where) & on
+            if c.measure == "count":  # a share of today's loan count
+                keys = df[c.per].astype("string") if c.per else None
+                parts = ([(f"{c.name}[{v}]", seg & (keys == v).fillna(False)) for v in sorted(keys[seg].dropna().unique())]
+                         if c.per else [(c.name, seg)])
+                n_on = int(on.sum())
+                for label, mask in parts:
+                    rep.checked += 1
+                    if int(mask.sum()) > c.max_share * n_on + 1e-9:
+                        rep.add("concentration", f.id, f"{label}: {int(mask.sum())} loans > {c.max_share} x {n_on}",
+                                float(mask.sum() - c.max_share * n_on))
+                continue
             E = ES = 0.0
             pseg = None
             if basis == Basis.PORTFOLIO and port is not None:
@@ -310,6 +321,12 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
                       for v in sorted(df.loc[seg, c.per].dropna().astype(str).unique())] if c.per else [(c.name, seg)])
             for label, mask in parts:
                 rep.checked += 1
+                if c.measure == "count":  # of the members' loans today
+                    n_g = int(on_g.sum())
+                    if int(mask.sum()) > c.max_share * n_g + 1e-9:
+                        rep.add("group_concentration", g.name, f"{label}: {int(mask.sum())} loans > "
+                                                               f"{c.max_share} x {n_g}", float(mask.sum() - c.max_share * n_g))
+                    continue
                 held = float(a[mask].sum())
                 if held > c.max_share * AG + TOL:
                     rep.add("group_concentration", g.name, f"{label}: {held:,.2f} > {c.max_share} x {AG:,.2f}",

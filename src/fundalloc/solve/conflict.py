@@ -30,7 +30,8 @@ from ..formulation import Problem, RowKind
 from .context import Context
 
 #: rows that define a column (totals, the day's funded principal) or route a unit: never a limit
-_DEFINITIONS = {RowKind.ASSIGN.value, RowKind.TOTAL.value, RowKind.FUNDED.value, RowKind.DAILY_MIN.value}
+_DEFINITIONS = {RowKind.ASSIGN.value, RowKind.TOTAL.value, RowKind.FUNDED.value, RowKind.DAILY_MIN.value,
+                RowKind.COUNT_TOTAL.value}
 TOL = 1e-6
 MAX_DELETION_ROWS = 200  # rows the deletion filter tries one by one at most
 

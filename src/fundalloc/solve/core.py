@@ -58,6 +58,7 @@ class Solved:
     warm: WarmStart | None = None
     funded_lp: float = 0.0  # D from the LP: the day's funded principal (0 when no row needs it)
     pricing: tuple | None = field(default=None, repr=False)  # (Dual, classes): the LP's prices per loan
+    counts_lp: np.ndarray | None = None  # N_f from the LP per funder route (0 where no share counts loans)
 
 
 def solve_instance(inst: Instance, options: PlanOptions = PlanOptions(), progress: Progress | None = None,
@@ -146,7 +147,14 @@ def _report(ctx: Context, relax: Relaxation, route: np.ndarray, whole_bound: flo
                   status=status, solver=backend.name, solver_version=backend.version(),
                   timings=ctx.clock.timings, stats=ctx.stats, warm=warm,
                   funded_lp=float(relax.sol.x[relax.prob.funded_col]) if relax.prob.funded_col >= 0 else 0.0,
-                  pricing=(relax.dual, cls))
+                  pricing=(relax.dual, cls), counts_lp=_counts(relax))
+
+
+def _counts(relax: Relaxation) -> np.ndarray | None:
+    cols = relax.prob.count_col
+    if cols is None or not (cols >= 0).any():
+        return None
+    return np.where(cols >= 0, relax.sol.x[np.maximum(cols, 0)], 0.0)
 
 
 def _empty(inst: Instance, backend) -> Solved:

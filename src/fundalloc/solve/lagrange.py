@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formulation import Problem, RowKind
-from ..instance import VALUE_FIELD, Instance, bid_field, measure_field
+from ..instance import COUNT_FIELD, VALUE_FIELD, Instance, bid_field, measure_field
 
 # loan-by-loan pricing of at least this many loans runs on up to WORKERS threads; the total adds
 # the blocks' terms in block order, so it does not depend on the threads
@@ -35,7 +35,7 @@ class Dual:
     const: float  # sum_k y_k b_k plus the auxiliary columns' terms
     base: np.ndarray  # classes x R: per-unit reduced cost not depending on life or fields
     life_coef: np.ndarray  # R, or classes x R where a rate grid prices by the loan
-    field_coef: dict[str, np.ndarray]  # field -> R + 1 (routes, then unfunded)
+    field_coef: dict[str, np.ndarray]  # field -> R + 1 (routes, then unfunded), or classes x (R + 1)
     unfunded: np.ndarray | float = 0.0  # per class (or one for all): the unfunded penalty per unit
 
     def with_unfunded(self) -> np.ndarray:
@@ -89,11 +89,15 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
         field_coef[bid_field(inst.route_ids[r])][r] = -inst.share[r]
     if inst.loan_penalty is not None:  # a loan's own value: its cost unfunded
         field_coef[VALUE_FIELD][R] = 1.0
+    if COUNT_FIELD in inst.fields:  # shares of the count: one per loan, per class (segments differ)
+        field_coef[COUNT_FIELD] = np.zeros((ncls, R + 1))
     s = inst.share
     for i in np.flatnonzero(not_assign & (y != 0)):
         k, r, j, yi = kind[i], route[i], ref[i], y[i]
         if k == RowKind.TOTAL.value:
             base[:, r] -= yi * s[r]
+        elif k == RowKind.COUNT_TOTAL.value:  # each loan at r counts one
+            field_coef[COUNT_FIELD][:, r] -= yi
         elif k in (RowKind.DAILY_MAX.value, RowKind.FACILITY_HEADROOM.value) and r in inst.measured:
             field_coef[measure_field(inst.route_ids[r])][r] -= yi * s[r]  # its loans' measured amounts
         elif k == RowKind.PLATFORM_CAPACITY.value:
@@ -102,14 +106,20 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
             gc, _, code = inst.group_segments[j]
             inside = gc.member_code(cls_rep) == code
             for m in gc.members:
-                base[inside, m] -= yi * s[m]
+                if gc.counts:
+                    field_coef[COUNT_FIELD][inside, m] -= yi
+                else:
+                    base[inside, m] -= yi * s[m]
         elif k == RowKind.FUNDED.value:  # its platform-route part (funders' enter through A_f)
             base[:, inst.platform_route] += yi
         elif k == RowKind.CONCENTRATION.value:
             fam, seg = inst.segment_of(j)
             member = fam.member_code(cls_rep)
             code = 0 if fam.per_codes is None else seg.code
-            base[member == code, r] -= yi * s[r]
+            if fam.counts:
+                field_coef[COUNT_FIELD][member == code, r] -= yi
+            else:
+                base[member == code, r] -= yi * s[r]
         elif k in (RowKind.WA_MIN.value, RowKind.WA_MAX.value):
             t = inst.wa[j]
             b = t.min if k == RowKind.WA_MIN.value else t.max
@@ -150,7 +160,7 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
     move_cost = np.empty(m)
     base = dual.with_unfunded()
     life_coef = _with_unfunded(dual.life_coef)
-    fields = [(inst.fields[k], c) for k, c in dual.field_coef.items() if c.any()]
+    fields = [(inst.fields[k], c) for k, c in dual.field_coef.items() if c.any()]  # (c: per route, or per class)
 
     def price(start: int) -> float:
         sl = slice(start, min(m, start + chunk))
@@ -159,7 +169,7 @@ def lagrangian(inst: Instance, dual: Dual, cls: np.ndarray, idx: np.ndarray | No
         rc = base[cls[loans]]
         rc += inst.life[loans, None] * (life_coef[cls[loans]] if life_coef.ndim == 2 else life_coef[None, :])
         for values, coef in fields:
-            rc += np.nan_to_num(values[loans])[:, None] * coef[None, :]
+            rc += np.nan_to_num(values[loans])[:, None] * (coef[cls[loans]] if coef.ndim == 2 else coef[None, :])
         rows = np.arange(rc.shape[0])
         arg = rc.argmin(axis=1)
         best = rc[rows, arg]
@@ -190,7 +200,7 @@ def unit_reduced_costs(inst: Instance, dual: Dual, cls: np.ndarray, loans: np.nd
     rc = rc + inst.life[loans, None] * (lc[cls[loans]] if lc.ndim == 2 else lc[None, :])
     for k, c in dual.field_coef.items():
         if c.any():
-            rc += np.nan_to_num(inst.fields[k][loans])[:, None] * c[None, :]
+            rc += np.nan_to_num(inst.fields[k][loans])[:, None] * (c[cls[loans]] if c.ndim == 2 else c[None, :])
     return rc
 
 
@@ -212,7 +222,8 @@ def bin_bound(inst: Instance, dual: Dual, cls: np.ndarray, bins: np.ndarray, nb:
     bin_cls[bins] = cls
     lc = _with_unfunded(dual.life_coef)
     dims = [(inst.life, lc[bin_cls] if lc.ndim == 2 else lc)]
-    dims += [(np.nan_to_num(inst.fields[k]), c) for k, c in dual.field_coef.items() if c.any()]
+    dims += [(np.nan_to_num(inst.fields[k]), c[bin_cls] if c.ndim == 2 else c)
+             for k, c in dual.field_coef.items() if c.any()]
     p = inst.principal
     rc0 = base[bin_cls]  # nb x (R+1)
     corners: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (lo, hi, coef) of varying dims

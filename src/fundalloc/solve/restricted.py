@@ -255,6 +255,10 @@ def assignment_vector(inst: Instance, prob: Problem, units: Units, unit_route: n
     x[prob.shortfall_col[has]] = np.maximum(inst.daily_min[:F][has] - totals[has], 0.0)
     hard = prob.hard_cols >= 0
     x[prob.hard_cols[hard]] = np.maximum(inst.daily_min_hard[:F][hard] - totals[hard], 0.0)
+    if prob.count_col is not None:
+        has_n = prob.count_col >= 0
+        n_of = np.bincount(unit_route[on], weights=units.count[on].astype(float), minlength=F)
+        x[prob.count_col[has_n]] = n_of[has_n]
     if prob.use_col is not None:
         used = prob.use_col >= 0
         x[prob.use_col[used]] = (totals[used] > 0).astype(float)

@@ -179,18 +179,20 @@ class ConcentrationRows(Family):
                 continue
             mc = fam.member_code(loans)
             member = (mc[None, :] == codes[:, None]) & (codes[:, None] >= 0)
-            blocks.append(a[None, :] * (member - self.alpha[ids][:, None]))
+            w = np.ones(len(loans)) if fam.counts else a  # a share of the count: one per loan
+            blocks.append(w[None, :] * (member - self.alpha[ids][:, None]))
         return np.vstack(blocks) if blocks else np.zeros((0, len(loans)))
 
     def segment_amounts(self, idx: RouteIndex) -> np.ndarray:
-        """Per row: today's funder amount of the segment's loans (``sum_{i in S} a_i``)."""
+        """Per row: today's funder amount of the segment's loans (``sum_{i in S} a_i``), or their
+        number where the share counts loans."""
         out = np.zeros(self.m)
         for fam, ids, codes in self._fam_rows:
             if not len(ids):
                 continue
             loans = idx.on[fam.route]
             where = fam.where[loans]
-            a = idx.amount[loans]
+            a = np.ones(len(loans)) if fam.counts else idx.amount[loans]
             if fam.per_codes is None:
                 out[ids] = a[where].sum()
                 continue
@@ -200,8 +202,16 @@ class ConcentrationRows(Family):
             out[ids] = np.where(codes >= 0, seg[np.maximum(codes, 0)], 0.0)
         return out
 
+    def bases(self, idx: RouteIndex) -> np.ndarray:
+        """Per row: what its share is of, today: the funder amount, or the number of loans."""
+        out = idx.totals[self.route].astype(float)
+        for fam, ids, _ in self._fam_rows:
+            if fam.counts and len(ids):
+                out[ids] = float(len(idx.on[fam.route]))
+        return out
+
     def activity(self, idx: RouteIndex) -> np.ndarray:
-        return self.segment_amounts(idx) - self.alpha * idx.totals[self.route]
+        return self.segment_amounts(idx) - self.alpha * self.bases(idx)
 
 
 class WeightedAverageRows(Family):
@@ -317,17 +327,20 @@ class GroupConcentrationRows(Family):
         out = np.empty((len(ids), len(loans)))
         for row, k in enumerate(ids):
             gc = self.inst.group_segments[int(k)][0]
-            out[row] = a * ((gc.member_code(loans) == self.code[k]) - self.alpha[k])
+            w = np.ones(len(loans)) if gc.counts else a
+            out[row] = w * ((gc.member_code(loans) == self.code[k]) - self.alpha[k])
         return out
 
     def amounts(self, idx: RouteIndex) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: the segment's funder amount over the members, and the members' total."""
+        """Per row: the segment's funder amount over the members, and the members' total (their
+        loan counts where the share counts loans)."""
         seg, tot = np.zeros(self.m), np.zeros(self.m)
         for k, (gc, _, code) in enumerate(self.inst.group_segments):
             for r in gc.members:
                 loans = idx.on[r]
-                seg[k] += float(idx.amount[loans][gc.member_code(loans) == code].sum())
-                tot[k] += float(idx.totals[r])
+                w = np.ones(len(loans)) if gc.counts else idx.amount[loans]
+                seg[k] += float(w[gc.member_code(loans) == code].sum())
+                tot[k] += float(len(loans)) if gc.counts else float(idx.totals[r])
         return seg, tot
 
     def activity(self, idx: RouteIndex) -> np.ndarray:
