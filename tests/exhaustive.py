@@ -189,7 +189,10 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                 v = pd.to_numeric(loans[w.field], errors="coerce").to_numpy(dtype=float)
                 v = np.nan_to_num(v)
                 E = EW = 0.0  # the book, on the portfolio basis
-                if w.basis == Basis.PORTFOLIO:
+                if w.basis == Basis.PORTFOLIO and f.weighted_average_base is not None:
+                    E = f.weighted_average_base["outstanding"]
+                    EW = E * f.weighted_average_base[w.field]
+                elif w.basis == Basis.PORTFOLIO:
                     prow = portfolio[portfolio["funder_id"].astype(str) == f.id]
                     E, EW = float(prow["outstanding"].sum()), float(prow[f"{w.field}_sum"].sum())
                 for bound, sign in ((w.min, -1.0), (w.max, 1.0)):
@@ -237,6 +240,11 @@ def exact_optimum(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | N
                         ok &= (on_g & m[None, :]).sum(axis=1) <= c.max_share * on_g.sum(axis=1) + TOL
                     else:
                         ok &= np.where(on_g & m[None, :], amt, 0.0).sum(axis=1) <= c.max_share * tot + TOL
+            for w in g.weighted_average:
+                v = np.nan_to_num(pd.to_numeric(loans[w.field], errors="coerce").to_numpy(dtype=float))
+                for bound, sign in ((w.min, -1.0), (w.max, 1.0)):
+                    if bound is not None:
+                        ok &= np.where(on_g, amt * sign * (v[None, :] - bound), 0.0).sum(axis=1) <= TOL
             if g.daily_max is not None:
                 ok &= tot <= g.daily_max + TOL
             if g.max_share_of_day is not None:

@@ -183,3 +183,60 @@ def test_the_batch_carries_the_books_weighted_sum_into_the_next_day(tmp_path):
     assert float(b["apr_sum"].sum()) == pytest.approx(300_000 + float((mine["funder_amount"] * mine["apr"]).sum()),
                                                       rel=1e-9)
     assert np.isfinite(b["apr_sum"]).all()
+
+
+def test_the_book_may_be_given_in_the_terms_instead_of_the_portfolio_file():
+    """``weighted_average_base: {outstanding, <field>}`` is the same book as the portfolio file's
+    ``outstanding`` and ``<field>_sum`` (= outstanding x average): the same plan, at the exhaustive optimum."""
+    loans, terms, port = _day(720.0)
+    mine = port["funder_id"] == "bank"
+    E, EW = float(port.loc[mine, "outstanding"].sum()), float(port.loc[mine, "score_sum"].sum())
+    in_terms = json.loads(json.dumps(terms))
+    bank = next(f for f in in_terms["funders"] if f["id"] == "bank")
+    bank["weighted_average_base"] = {"outstanding": E, "score": EW / E}
+    from_file = fa.plan(loans, terms, port)
+    from_terms = fa.plan(loans, in_terms)
+    assert _amount(from_terms, "bank") > 0  # the book's room takes loans below the floor, as from the file
+    assert from_terms.objective == pytest.approx(from_file.objective, rel=1e-9)
+    assert from_terms.objective == pytest.approx(exact_optimum(loans, terms_from_dict(in_terms))[0], rel=1e-9)
+    bank["weighted_average_base"] = {"outstanding": E}
+    with pytest.raises(InputError) as err:
+        fa.plan(loans, in_terms)
+    assert "has no average of 'score'" in str(err.value)
+
+
+def _group_day():
+    loans = pd.DataFrame({"loan_id": [f"L{i}" for i in range(6)],
+                          "principal": [1000.0, 2000.0, 1500.0, 500.0, 2500.0, 1200.0], "tenor_months": 12,
+                          "apr": 0.18, "score": [650, 720, 690, 640, 700, 710]})
+    terms = {"platform": {"id": "platform", "cost_of_capital": 0.12},
+             "funders": [{"id": "b1", "kind": "bank", "funding_share": 0.7, "cost_of_funds": 0.02, "daily_max": 2500},
+                         {"id": "b2", "kind": "bank", "funding_share": 0.7, "cost_of_funds": 0.025},
+                         {"id": "trust", "kind": "trust", "funding_share": 1.0, "cost_of_funds": 0.07}],
+             "groups": [{"name": "banks", "members": ["b1", "b2"],
+                         "weighted_average": [{"field": "score", "min": 700}]}]}
+    return loans, terms
+
+
+@pytest.mark.parametrize("solver", ["highs", "ortools", "pulp"])
+def test_a_groups_weighted_average_holds_over_its_members_loans_at_the_exact_optimum(solver):
+    loans, terms = _group_day()
+    plan = fa.plan(loans, terms, solver=solver)
+    assert plan.objective == pytest.approx(exact_optimum(loans, terms_from_dict(terms))[0], rel=1e-9)
+    banks = plan.allocations[plan.allocations["funder_id"].isin(["b1", "b2"])]
+    score = loans.set_index("loan_id").loc[banks["loan_id"], "score"].to_numpy()
+    assert float((banks["funder_amount"].to_numpy() * (score - 700)).sum()) >= -1e-6
+    row = plan.constraints.set_index("constraint").loc["group_weighted_average_min:banks:score"]
+    assert row["limit"] == 700 and row["value"] >= 700 - 1e-9
+    assert row["shadow_price"] > 0  # raising the floor would cost
+
+
+def test_verify_catches_a_group_below_its_floor(tmp_path):
+    loans, terms = _group_day()
+    files = write_day(tmp_path / "in", loans, terms)
+    fa.plan(files["originations"], files["funders"]).write(tmp_path / "out")
+    assert verify_plan(files["originations"], files["funders"], tmp_path / "out").ok
+    from conftest import reroute_every_loan
+    reroute_every_loan(tmp_path / "out", loans, "b2", 0.7, (0.7 * 0.025 + 0.3 * 0.12) * (13 / 24))  # mean score 685
+    rep = verify_plan(files["originations"], files["funders"], tmp_path / "out")
+    assert any("group_weighted_average_min" in line and "banks" in line for line in rep.lines())

@@ -130,7 +130,7 @@ def test_the_cli_plans_and_verifies_a_day_with_groups(tmp_path):
 @pytest.mark.parametrize("group, message", [
     ({"name": "g", "members": ["nobody"], "daily_max": 1.0}, "not funders: ['nobody']"),
     ({"name": "g", "members": ["platform"], "daily_max": 1.0}, "the platform cannot be a member"),
-    ({"name": "g", "members": ["bank_two"]}, "needs 'daily_max', 'max_share_of_day' and/or 'concentration'"),
+    ({"name": "g", "members": ["bank_two"]}, "needs 'daily_max', 'max_share_of_day', 'concentration' and/or 'weighted_average'"),
     ({"name": "g", "members": ["bank_two"], "concentration": [{"name": "c", "max_share": 0.5, "basis": "portfolio"}]},
      "basis new"),
     ({"name": "g", "members": ["bank_two", "bank_two"], "daily_max": 1.0}, "members repeat"),

@@ -375,3 +375,12 @@ def test_interrupted_jobs_are_resumed_or_failed_at_start(tmp_path):
         failed = client.get("/v1/plans/p_int2", headers=H(planner)).json()
     assert resumed["status"] == "succeeded" and resumed["attempts"] == 2
     assert failed["status"] == "failed" and "interrupted 2 times" in failed["error"]["reason"]
+
+
+def test_a_funders_version_out_of_range_is_422_not_a_server_error(svc):
+    client, keys, store = svc
+    before = counts(store)
+    for v in ("-646024326530249991687113801728", "0", str(2 ** 64)):
+        r = post_plan(client, keys["planner"], {"originations": ("originations.csv", b"")}, funders_version=v)
+        assert r.status_code == 422, (v, r.text)
+    assert counts(store) == before

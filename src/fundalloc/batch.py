@@ -635,6 +635,11 @@ def _run_one(store: Store, day: dt.date, inbox: Inbox, outbox: Path, opts: Batch
             terms = terms_from_dict(version.document, f"funders version {version.id}")
     except InputError as exc:
         problems += exc.problems
+    for f in terms.funders if terms is not None else ():
+        if f.weighted_average_base is not None:  # a fixed book in the terms would not grow day by day
+            problems.append(Problem(str(terms_path or inbox.root), f"funders[{f.id}].weighted_average_base",
+                                    "the day-end batch grows the book day by day from the portfolio file: give "
+                                    "its '<field>_sum' columns there instead of a base in the terms"))
     for name in ("portfolio", "exposures"):
         p = inbox.start(name)
         if p is None:

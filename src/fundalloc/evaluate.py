@@ -65,7 +65,7 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
     rows = rows if rows is not None else Rows.build(inst)
     idx = RouteIndex.of(inst, route)
     A = idx.totals
-    daily, facility, _, conc, wa, plat, gconc, groups, ob = rows.families
+    daily, facility, _, conc, wa, plat, gconc, gwa, groups, ob = rows.families
     recs: list[dict] = []
 
     def add(constraint, r, kind, value, limit, slack, excess, ref=-1, note="", hard=True, who=None):
@@ -137,6 +137,13 @@ def evaluate(inst: Instance, route: np.ndarray, rows: Rows | None = None) -> pd.
             alpha = float(gconc.alpha[k])
             add(gconc.label[k], -1, "group_concentration", share, alpha, alpha - share,
                 float(seg[k] - alpha * tot[k]), k, who=gc.group)
+    if gwa.m:
+        ws, tot = gwa.sums(idx)
+        for k, t in enumerate(inst.group_wa):
+            avg = float(ws[k] / tot[k]) if tot[k] > 0 else float("nan")
+            slack = (avg - t.bound) * -t.sign if tot[k] > 0 else float("nan")
+            add(gwa.label[k], -1, t.kind, avg, t.bound, slack, float(t.sign * (ws[k] - t.bound * tot[k])), k,
+                who=t.group)
     if groups.m:
         D = groups.funded(idx)
         AG = groups.group_amounts(idx)

@@ -57,6 +57,7 @@ class RowKind(StrEnum):
     GROUP_CONCENTRATION = "group_concentration"
     USE_MIN = "use_min"
     COUNT_TOTAL = "count_total"
+    GROUP_WA = "group_weighted_average"
     USE_CAP = "use_cap"
 
 
@@ -495,9 +496,31 @@ def define_group_concentration(inst: Instance, units: Units, cols: _Cols) -> Blo
                   np.full(m, -np.inf), np.zeros(m), np.full(m, -1), np.arange(m), label)
 
 
+def define_group_weighted_average(inst: Instance, units: Units, cols: _Cols) -> Block:
+    """A group's weighted average: ``sum_{f in G} sum_u s_f sign (PW_u - bound P_u) t[u,f] <= 0``
+    (``sign`` -1 for a minimum, +1 for a maximum; ``PW_u`` the unit's principal x field)."""
+    rows, cc, vals, kinds, label = [], [], [], [], []
+    for k, t in enumerate(inst.group_wa):
+        for r in t.members:
+            pairs = cols.by_route[r]
+            pu = cols.pair_unit[pairs]
+            rows.append(np.full(len(pairs), k))
+            cc.append(pairs)
+            vals.append(inst.share[r] * t.sign * (np.nan_to_num(units.PW[t.field][pu]) - t.bound * units.P[pu]))
+        kinds.append(t.kind)
+        label.append(t.label)
+    m = len(inst.group_wa)
+    if not m:
+        return _block(RowKind.GROUP_WA, [], [], [], [], [], [], [], [])
+    block = _block(RowKind.GROUP_WA, np.concatenate(rows), np.concatenate(cc), np.concatenate(vals),
+                   np.full(m, -np.inf), np.zeros(m), np.full(m, -1), np.arange(m), label)
+    return replace(block, kinds=np.array(kinds, dtype=object))
+
+
 FAMILIES = (define_assignment, define_totals, define_count_totals, define_daily_max, define_facility_headroom,
             define_daily_min, define_daily_min_hard, define_uses, define_concentration, define_weighted_average, define_obligor,
-            define_platform_capacity, define_funded, define_groups, define_group_concentration)
+            define_platform_capacity, define_funded, define_groups, define_group_concentration,
+            define_group_weighted_average)
 
 
 def formulate(inst: Instance, units: Units, fixed: np.ndarray | None = None,

@@ -222,6 +222,26 @@ def _group_rows(terms: Terms) -> tuple[GroupRow, ...]:
 
 
 @dataclass(frozen=True, eq=False)
+class GroupWA:
+    """A group's weighted average over its members' loans today: ``sum_{f in G} sum_i a_if sign
+    (w_i - bound) <= 0`` (``sign`` -1 for a minimum, +1 for a maximum)."""
+
+    group: str
+    members: tuple[int, ...]
+    field: str
+    bound: float
+    sign: float
+
+    @property
+    def kind(self) -> str:
+        return "group_weighted_average_min" if self.sign < 0 else "group_weighted_average_max"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.group}:{self.field}"
+
+
+@dataclass(frozen=True, eq=False)
 class Instance:
     """The day's problem as arrays. Immutable; the engine never changes it."""
 
@@ -253,6 +273,7 @@ class Instance:
     closed: dict[str, str] = field(default_factory=dict)  # route id -> reason it takes nothing
     groups: tuple[GroupRow, ...] = ()  # diversification rows over several funders
     group_conc: tuple[GroupConc, ...] = ()  # groups' concentration limits
+    group_wa: tuple[GroupWA, ...] = ()  # groups' weighted averages
     # rate grids: per graded route, each loan's tier and the tiers' k1 and k0 (k1, k0 above hold
     # the grid's default there)
     tier: dict[int, np.ndarray] = field(default_factory=dict)
@@ -575,7 +596,15 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
                                  f"column '{t.field}' is not numeric; a weighted average needs numbers")
                     continue
             elig[:, r] &= ~np.isnan(fields[t.field])
-            if t.basis == Basis.PORTFOLIO:
+            if t.basis == Basis.PORTFOLIO and f.weighted_average_base is not None:  # the book, from the terms
+                base = f.weighted_average_base
+                if t.field not in base:
+                    problems.add(src["funders"], f"funders[{f.id}].weighted_average_base",
+                                 f"has no average of '{t.field}' for the portfolio-basis test on it")
+                    continue
+                E = float(base["outstanding"])
+                wa.append(WATest(r, t.field, t.min, t.max, E, E * float(base[t.field]), True))
+            elif t.basis == Basis.PORTFOLIO:
                 book = _book_sums(f.id, t.field, portfolio, f"funders[{f.id}].weighted_average[{j}].basis", src, problems)
                 if book is None:
                     continue
@@ -688,6 +717,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
                                               elig, breaches)
 
     group_conc = _group_concentration(terms, view, elig, src, problems)
+    group_wa = _group_averages(terms, view, elig, fields, src, problems)
 
     # --- unfunded penalty ----------------------------------------------------------------------
     if n and plat.penalty_column is None:  # (a loan's own value may be below a route's cost: it stays unfunded)
@@ -716,7 +746,7 @@ def _compile(loans: pd.DataFrame, terms: Terms, portfolio: pd.DataFrame | None, 
         use_min=use_min if (use_min > 0).any() else None, fixed_cost=fixed_cost if (fixed_cost > 0).any() else None,
         platform_capacity=float(cap), penalty=penalty, breaches=tuple(breaches),
         digest=digest or _digest(loans, terms, portfolio, exposures, bids), closed=closed,
-        groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc,
+        groups=_group_rows(terms), tier=tier, tier_k1=tier_k1, tier_k0=tier_k0, group_conc=group_conc, group_wa=group_wa,
         loan_penalty=loan_penalty, bid_price=bid_price, measured=measured,
     )
 
@@ -954,4 +984,31 @@ def _measures(funders, loans: pd.DataFrame, fields: dict[str, np.ndarray], route
         p = loans["principal"].to_numpy(dtype="float64")
         fields[measure_field(route_ids[r])] = np.divide(v, p, out=np.zeros(len(v)), where=p > 0)
         out.append(r)
+    return tuple(out)
+
+
+def _group_averages(terms: Terms, view: ColumnView, elig: np.ndarray, fields: dict[str, np.ndarray],
+                    src: dict[str, str], problems: Collector) -> tuple[GroupWA, ...]:
+    """Groups' weighted averages; a loan without the field is not eligible at the members."""
+    index = {f.id: r for r, f in enumerate(terms.funders)}
+    out: list[GroupWA] = []
+    for g in terms.groups:
+        members = tuple(sorted(index[m] for m in g.members))
+        for j, w in enumerate(g.weighted_average):
+            where = f"groups[{g.name}].weighted_average[{j}].field"
+            if w.field.startswith("@") or not view.has(w.field):
+                problems.add(src["funders"], where, f"the test reads column '{w.field}', which the originations do not have")
+                continue
+            if w.field not in fields:
+                try:
+                    fields[w.field] = view.numeric(w.field)
+                except RuleError:
+                    problems.add(src["funders"], where, f"column '{w.field}' is not numeric; a weighted average needs numbers")
+                    continue
+            missing = np.isnan(fields[w.field])
+            for m in members:
+                elig[:, m] &= ~missing
+            for bound, sign in ((w.min, -1.0), (w.max, 1.0)):
+                if bound is not None:
+                    out.append(GroupWA(g.name, members, w.field, float(bound), sign))
     return tuple(out)

@@ -154,8 +154,9 @@ def _reasons(inst: Instance, route: np.ndarray, constraints: pd.DataFrame) -> pd
     for r, grp in binding.groupby("route"):
         by_route[int(r)] = list(grp["constraint"])
     for row in binding.itertuples(index=False):  # a group's limit binds on each of its members
-        if row.kind in ("group_share", "group_max", "group_concentration"):
-            group = inst.groups[int(row.ref)] if row.kind != "group_concentration" else inst.group_segments[int(row.ref)][0]
+        if row.kind in ("group_share", "group_max", "group_concentration") or row.kind.startswith("group_weighted"):
+            group = (inst.group_segments[int(row.ref)][0] if row.kind == "group_concentration" else
+                     inst.group_wa[int(row.ref)] if row.kind.startswith("group_weighted") else inst.groups[int(row.ref)])
             for m in group.members:
                 by_route.setdefault(int(m), []).append(row.constraint)
     el = inst.elig[unf]
@@ -218,6 +219,9 @@ def build_plan(inst: Instance, solved: Solved, extra_timings: dict[str, float] |
             shadow[i] = y * (A_lp[r] + (t.existing_total if t.portfolio and not row.note else 0.0))
         elif row.kind in ("funder_share", "group_share"):  # per unit of share of the day's principal
             shadow[i] = y * solved.funded_lp
+        elif row.kind.startswith("group_weighted_average"):  # d objective / d bound, per unit of the average
+            t = inst.group_wa[int(row.ref)]
+            shadow[i] = t.sign * y * float(sum(A_lp[m] for m in t.members))
         elif row.kind == "group_concentration":  # per unit of share of the group's total
             gc = inst.group_segments[int(row.ref)][0]
             per = solved.counts_lp if gc.counts and solved.counts_lp is not None else A_lp

@@ -302,6 +302,9 @@ class Funder(_Strict):
     #: an originations column of per-loan amounts that the caps (daily_max, monthly_max, facility
     #: headroom) count in place of the principal: each loan counts ``funding_share x column``
     cap_measure: str | None = Field(default=None, min_length=1)
+    #: the book a portfolio-basis weighted average runs over, given in the terms instead of the
+    #: portfolio file: ``{outstanding: E, <field>: its average over the book, ...}``
+    weighted_average_base: dict[str, float] | None = None
     shortfall_fee: NonNegative = 0.01
     monthly_max: NonNegative | None = None  # quota per calendar month (the batch paces it over the month)
     monthly_min: NonNegative | None = None  # soft monthly minimum, shortfall charged at shortfall_fee
@@ -323,6 +326,18 @@ class Funder(_Strict):
     def _share(cls, v: float) -> float:
         if not 0.0 < v <= 1.0:
             raise ValueError(f"funding_share must lie in (0, 1], got {v}")
+        return v
+
+    @field_validator("weighted_average_base")
+    @classmethod
+    def _wa_base(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if "outstanding" not in v:
+            raise ValueError("needs 'outstanding' (the book's amount) and the book's average of each field")
+        bad = sorted(k for k, x in v.items() if not math.isfinite(x) or (k == "outstanding" and x < 0))
+        if bad:
+            raise ValueError(f"must be finite numbers (outstanding >= 0): {bad}")
         return v
 
     @model_validator(mode="after")
@@ -410,11 +425,17 @@ class Group(_Strict):
     max_share_of_day: float | None = Field(default=None, ge=0, le=1)
     #: a segment's share of the members' total today (over today's loans: basis new)
     concentration: tuple[Concentration, ...] = ()
+    #: a field's amount-weighted average over the members' loans today (basis new)
+    weighted_average: tuple[WeightedAverage, ...] = ()
 
     @model_validator(mode="after")
     def _limits(self) -> "Group":
-        if self.daily_max is None and self.max_share_of_day is None and not self.concentration:
-            raise ValueError("a group needs 'daily_max', 'max_share_of_day' and/or 'concentration'")
+        if self.daily_max is None and self.max_share_of_day is None and not self.concentration \
+                and not self.weighted_average:
+            raise ValueError("a group needs 'daily_max', 'max_share_of_day', 'concentration' and/or "
+                             "'weighted_average'")
+        if any(w.basis == Basis.PORTFOLIO for w in self.weighted_average):
+            raise ValueError("a group's weighted average is over the members' loans of today: basis new")
         dup = sorted({m for m in self.members if self.members.count(m) > 1})
         if dup:
             raise ValueError(f"members repeat: {dup}")
@@ -430,7 +451,7 @@ class Group(_Strict):
         cols: set[str] = set()
         for c in self.concentration:
             cols |= c.columns()
-        return cols
+        return cols | {w.field for w in self.weighted_average}
 
 
 class Terms(_Strict):
@@ -501,11 +522,15 @@ def _without_unset_extensions(doc: dict[str, Any]) -> dict[str, Any]:
     their digest): the later keys appear only when they are set."""
     if not doc.get("groups"):
         doc.pop("groups", None)
+    for g in doc.get("groups", []):
+        if not g.get("weighted_average", ()):
+            g.pop("weighted_average", None)
     plat = doc.get("platform", {})
     if plat.get("max_funder_share") is None:
         plat.pop("max_funder_share", None)
     for f in doc.get("funders", []):
-        for key in ("max_share_of_day", "daily_min_hard", "min_if_used", "fixed_cost", "cap_measure"):
+        for key in ("max_share_of_day", "daily_min_hard", "min_if_used", "fixed_cost", "cap_measure",
+                    "weighted_average_base"):
             if f.get(key, 0) is None:
                 f.pop(key)
         for w in f.get("weighted_average", []):

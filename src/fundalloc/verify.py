@@ -277,7 +277,10 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
             amt = a[on]
             # the book (portfolio basis): its outstanding and outstanding x field
             E = EW = 0.0
-            if w.basis == Basis.PORTFOLIO and port is not None and f"{w.field}_sum" in port.columns:
+            if w.basis == Basis.PORTFOLIO and f.weighted_average_base is not None:  # the book, as the terms give it
+                E = float(f.weighted_average_base["outstanding"])
+                EW = E * float(f.weighted_average_base.get(w.field, 0.0))
+            elif w.basis == Basis.PORTFOLIO and port is not None and f"{w.field}_sum" in port.columns:
                 prow = port[port["funder_id"] == f.id]
                 E = float(prow["outstanding"].sum())
                 EW = float(pd.to_numeric(prow[f"{w.field}_sum"], errors="coerce").sum())
@@ -331,6 +334,17 @@ def verify_plan(originations: str | Path, funders: str | Path, plan_dir: str | P
                 if held > c.max_share * AG + TOL:
                     rep.add("group_concentration", g.name, f"{label}: {held:,.2f} > {c.max_share} x {AG:,.2f}",
                             held - c.max_share * AG)
+        for w in g.weighted_average:  # the members' loans of today
+            vals = pd.to_numeric(df.loc[on_g, w.field], errors="coerce").fillna(0.0)
+            amt = a[on_g]
+            for side, bound, sign in (("min", w.min, -1.0), ("max", w.max, 1.0)):
+                if bound is None:
+                    continue
+                rep.checked += 1
+                s = float((amt * sign * (vals - bound)).sum())
+                if s > TOL * max(1.0, abs(bound)):
+                    word = "below" if side == "min" else "above"
+                    rep.add(f"group_weighted_average_{side}", g.name, f"{w.field}: average {word} {bound}", s)
         if g.daily_max is not None:
             rep.checked += 1
             if AG > g.daily_max + TOL:

@@ -607,7 +607,7 @@ def _router() -> APIRouter:
         portfolio: Annotated[UploadFile | None, File(description="portfolio positions, .csv or .parquet")] = None,
         exposures: Annotated[UploadFile | None, File(description="obligor exposures, .csv or .parquet")] = None,
         bids: Annotated[UploadFile | None, File(description="bids (loan_id, funder_id, price), .csv or .parquet")] = None,
-        funders_version: Annotated[int | None, Form(description="a stored funders version instead of a file")] = None,
+        funders_version: Annotated[int | None, Form(ge=1, le=2**63 - 1, description="a stored funders version instead of a file")] = None,
         plan_date: Annotated[dt.date | None, Form(description="the business day the plan is for")] = None,
         new: Annotated[bool, Form(description="solve again even when a plan of the same inputs exists")] = False,
         wait: Annotated[bool, Form(description="small plans: answer 201 with the solved plan")] = True,

@@ -110,6 +110,11 @@ def arrange_duals(inst: Instance, prob: Problem, y: np.ndarray, cls_rep: np.ndar
                     field_coef[COUNT_FIELD][inside, m] -= yi
                 else:
                     base[inside, m] -= yi * s[m]
+        elif k in ("group_weighted_average_min", "group_weighted_average_max"):
+            t = inst.group_wa[j]
+            for m in t.members:
+                field_coef[t.field][m] -= yi * s[m] * t.sign
+                base[:, m] += yi * s[m] * t.sign * t.bound
         elif k == RowKind.FUNDED.value:  # its platform-route part (funders' enter through A_f)
             base[:, inst.platform_route] += yi
         elif k == RowKind.CONCENTRATION.value:

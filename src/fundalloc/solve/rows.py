@@ -12,6 +12,7 @@ inequality in its docstring:
 - :class:`WeightedAverageRows` — a field's amount-weighted mean over a funder's loans;
 - :class:`PlatformRows` — the platform's capital (a row every route touches);
 - :class:`GroupConcentrationRows` — a segment's share of a group's total;
+- :class:`GroupWeightedAverageRows` — a field's weighted average over a group's loans;
 - :class:`GroupRows` — funder diversification: a funder's or a group's share of the day's funded
   principal (rows every route touches) and a group's daily maximum;
 - :class:`ObligorRows` — a borrower's exposure at a funder (sparse: at most one row per loan and
@@ -350,6 +351,56 @@ class GroupConcentrationRows(Family):
         return seg - self.alpha * tot
 
 
+class GroupWeightedAverageRows(Family):
+    """A group's weighted average (:class:`~fundalloc.instance.GroupWA`): a loan on a member route
+    ``r`` has the coefficient ``s_r p_i sign (w_i - bound)``; the row is ``<= 0``."""
+
+    kind = RowKind.GROUP_WA  # (two kinds; see ``kinds``)
+
+    def __init__(self, inst: Instance):
+        self.inst = inst
+        g = inst.group_wa
+        self.route = np.full(len(g), -1, dtype=np.int64)
+        self.ref = np.arange(len(g), dtype=np.int64)
+        self.label = [t.label for t in g]
+        self.rhs = np.zeros(len(g))
+        self.kinds = np.array([t.kind for t in g], dtype=object)
+        self.member = np.zeros((len(g), inst.R), dtype=bool)
+        for k, t in enumerate(g):
+            self.member[k, list(t.members)] = True
+        self._on = tuple(np.flatnonzero(self.member[:, r]) for r in range(inst.R))
+
+    def rows_on(self, r: int) -> np.ndarray:
+        return self._on[r] if self.m else np.zeros(0, dtype=np.int64)
+
+    def coef(self, r: int, loans: np.ndarray) -> np.ndarray:
+        ids = self.rows_on(r)
+        a = self.inst.share[r] * self.inst.principal[loans]
+        out = np.empty((len(ids), len(loans)))
+        for row, k in enumerate(ids):
+            t = self.inst.group_wa[int(k)]
+            out[row] = a * t.sign * (np.nan_to_num(self.inst.fields[t.field][loans]) - t.bound)
+        return out
+
+    def sums(self, idx: RouteIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the members' amount x field, and their amount."""
+        ws, tot = np.zeros(self.m), np.zeros(self.m)
+        for k, t in enumerate(self.inst.group_wa):
+            for r in t.members:
+                loans = idx.on[r]
+                ws[k] += float(np.dot(idx.amount[loans], np.nan_to_num(self.inst.fields[t.field][loans])))
+                tot[k] += float(idx.totals[r])
+        return ws, tot
+
+    def activity(self, idx: RouteIndex) -> np.ndarray:
+        if not self.m:
+            return np.zeros(0)
+        ws, tot = self.sums(idx)
+        sign = np.array([t.sign for t in self.inst.group_wa])
+        bound = np.array([t.bound for t in self.inst.group_wa])
+        return sign * (ws - bound * tot)
+
+
 class GroupRows(Family):
     """Diversification over several funders (:class:`~fundalloc.instance.GroupRow`):
     ``sum_{f in G} A_f - alpha D <= cap`` with ``D`` the day's funded principal, i.e. a loan on
@@ -459,7 +510,8 @@ class Rows:
                               CapRows(inst, RowKind.FACILITY_HEADROOM, inst.headroom),
                               MinRows(inst),
                               ConcentrationRows(inst), WeightedAverageRows(inst), PlatformRows(inst),
-                              GroupConcentrationRows(inst), GroupRows(inst), ObligorRows(inst)]
+                              GroupConcentrationRows(inst), GroupWeightedAverageRows(inst), GroupRows(inst),
+                              ObligorRows(inst)]
         off = 0
         for f in fams:
             f.offset = off
