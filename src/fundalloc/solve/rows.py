@@ -299,6 +299,14 @@ class PlatformRows(Family):
         return np.array([float(np.dot(np.append(inst.platform_share, 0.0)[idx.route], inst.principal))])
 
 
+def _membership(inst: Instance, members: list[tuple[int, ...]]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Rows over several routes: a rows x routes membership matrix, and per route the rows it is in."""
+    member = np.zeros((len(members), inst.R), dtype=bool)
+    for k, m in enumerate(members):
+        member[k, list(m)] = True
+    return member, tuple(np.flatnonzero(member[:, r]) for r in range(inst.R))
+
+
 class GroupConcentrationRows(Family):
     """A group's concentration: ``sum_{f in G} sum_{i in S} a_i - alpha sum_{f in G} A_f <= 0``, i.e. a
     loan on a member route ``r`` has the coefficient ``s_r p_i (1[i in S] - alpha)``."""
@@ -314,10 +322,7 @@ class GroupConcentrationRows(Family):
         self.rhs = np.zeros(len(segs))
         self.alpha = np.array([gc.spec.max_share for gc, _, _ in segs], dtype=float)
         self.code = np.array([code for _, _, code in segs], dtype=np.int64)
-        self.member = np.zeros((len(segs), inst.R), dtype=bool)
-        for k, (gc, _, _) in enumerate(segs):
-            self.member[k, list(gc.members)] = True
-        self._on = tuple(np.flatnonzero(self.member[:, r]) for r in range(inst.R))
+        self.member, self._on = _membership(inst, [gc.members for gc, _, _ in segs])
 
     def rows_on(self, r: int) -> np.ndarray:
         return self._on[r] if self.m else np.zeros(0, dtype=np.int64)
@@ -365,10 +370,7 @@ class GroupWeightedAverageRows(Family):
         self.label = [t.label for t in g]
         self.rhs = np.zeros(len(g))
         self.kinds = np.array([t.kind for t in g], dtype=object)
-        self.member = np.zeros((len(g), inst.R), dtype=bool)
-        for k, t in enumerate(g):
-            self.member[k, list(t.members)] = True
-        self._on = tuple(np.flatnonzero(self.member[:, r]) for r in range(inst.R))
+        self.member, self._on = _membership(inst, [t.members for t in g])
 
     def rows_on(self, r: int) -> np.ndarray:
         return self._on[r] if self.m else np.zeros(0, dtype=np.int64)

@@ -26,7 +26,6 @@ cap, a minimum far below the cap).
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -34,6 +33,7 @@ import numpy as np
 from ..errors import InputError, Problem
 from ..instance import HARD_FEE_FACTOR, Instance
 from .conflict import InfeasibleTerms
+from .context import Clock
 from .options import PlanOptions
 from .rows import RouteIndex
 
@@ -107,10 +107,11 @@ def solve_with_uses(inst: Instance, options: PlanOptions, progress, warm, solve)
         raise InputError(Problem("funders", "min_if_used / fixed_cost",
                                  f"{len(routes)} funders carry a use decision; at most {MAX_USE_ROUTES} may"))
     say = progress or (lambda _m: None)
-    deadline = time.perf_counter() + options.time_limit  # (the safety stop, shared by every solve)
+    clock = Clock(options.time_limit)  # the safety stop only, shared by every solve: no decision reads it
+    stopped = False  # a solve the safety stop cut short: the plan says time_limit
 
     def left() -> PlanOptions:
-        return replace(options, time_limit=max(deadline - time.perf_counter(), 1.0))
+        return replace(options, time_limit=max(clock.remaining(), 1.0))
 
     base = solve(inst, options, progress, warm, patterns=False)
     lower = base.lower_bound  # the relaxation of every pattern
@@ -127,7 +128,7 @@ def solve_with_uses(inst: Instance, options: PlanOptions, progress, warm, solve)
     def attempt(p: tuple[bool, ...], screen: bool, proofs: bool = False):
         """Solve pattern ``p`` (after its LP screen, when asked); True when it improved the incumbent.
         ``proofs``: None unless the pattern's plan is proven optimal for it (or it has no plan)."""
-        nonlocal best_obj, best, pattern, solves, screens
+        nonlocal best_obj, best, pattern, solves, screens, stopped
         tried.add(p)
         sub = _pattern_instance(inst, routes, p)
         fixed = _fixed(inst, routes, p)
@@ -140,6 +141,7 @@ def solve_with_uses(inst: Instance, options: PlanOptions, progress, warm, solve)
             solves += 1
             say(f"use pattern {solves}: open {[inst.route_ids[f] for f, o in zip(routes, p) if o]}")
             s = solve(sub, left(), progress, None)
+            stopped |= s.status == SolveStatus.TIME_LIMIT
         except InfeasibleTerms:
             return False  # no plan meets this pattern's minimums (a proof too: the pattern is empty)
         t = RouteIndex.of(inst, s.route).totals
@@ -192,7 +194,7 @@ def solve_with_uses(inst: Instance, options: PlanOptions, progress, warm, solve)
         lower = max(lower, min(b for b, _ in bounds))
         whole = max(lower, min(w for _, w in bounds))
     gap = (best_obj - lower) / abs(lower) if abs(lower) > 1e-12 else 0.0
-    if best.status == SolveStatus.TIME_LIMIT or base.status == SolveStatus.TIME_LIMIT:
+    if stopped or base.status == SolveStatus.TIME_LIMIT:
         status = SolveStatus.TIME_LIMIT
     elif gap <= tol or proven:
         status = SolveStatus.OPTIMAL
